@@ -1,0 +1,37 @@
+package sampler
+
+import "time"
+
+// Kept is a trace the sampler decided to keep, on its way to the archive.
+//
+// The archive owns it once received and must call Release exactly once, after
+// the spans are durable (in object storage, or in the local spool). Release
+// is what lets the router commit the Kafka offsets behind these spans, so a
+// Kept that is never released holds back the consumer group: by design, since
+// losing it would lose spans.
+type Kept struct {
+	ID         TraceID
+	Spans      []Span
+	SampleRate float64   // adjusted count: 1/probability the trace was kept
+	Reason     string    // the policy (and rule) that kept it
+	DecidedAt  time.Time // when the decision was made
+	Late       bool      // spans that arrived after the trace was decided
+
+	// Summary of the whole trace at decision time; the same for late spans of
+	// the trace, so every archived row of a trace carries one set of values.
+	RootService string
+	RootName    string // filled by the archive when empty
+	DurationNs  int64
+	SpanCount   int
+	HasError    bool
+}
+
+// Release settles every span of k. Call once, after k is durable.
+func (k *Kept) Release() {
+	for i := range k.Spans {
+		if src := k.Spans[i].Src; src != nil {
+			src.Done()
+		}
+	}
+	k.Spans = nil
+}
