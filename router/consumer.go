@@ -1,0 +1,429 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tailsift/tailsift/internal/otlpwire"
+	"github.com/tailsift/tailsift/sampler"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Dispatcher is where the consumer hands spans: the sampler, or a router in
+// front of it that forwards spans owned by other nodes. Add may block
+// (backpressure) and must not retain items after it returns.
+type Dispatcher interface {
+	Add(ctx context.Context, items []sampler.Item) error
+}
+
+// Config configures the Kafka consumer.
+type Config struct {
+	Brokers  []string
+	Topic    string
+	Group    string
+	Encoding string // otlp_proto (default) or otlp_json
+	// MaxMessageBytes: larger records are skipped and counted as oversized.
+	// Default 64 MiB.
+	MaxMessageBytes int
+	// CommitInterval is how often settled offsets are committed. Default 1s.
+	CommitInterval time.Duration
+	// MaxUnsettledRecords bounds the records in flight (polled, not yet
+	// settled). Past it the consumer stops polling until the pipeline
+	// catches up. Default 200,000.
+	MaxUnsettledRecords int
+	// FetchMaxWait is how long the broker may hold a fetch waiting for data.
+	// Default 500ms.
+	FetchMaxWait time.Duration
+	// ClientOpts are appended to the franz-go options (TLS, SASL, ...).
+	ClientOpts []kgo.Opt
+	Logger     *slog.Logger
+}
+
+// Validate fills defaults and checks the configuration.
+func (c *Config) Validate() error {
+	if c.Encoding == "" {
+		c.Encoding = EncodingProto
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = 64 << 20
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = time.Second
+	}
+	if c.MaxUnsettledRecords == 0 {
+		c.MaxUnsettledRecords = 200_000
+	}
+	if c.FetchMaxWait == 0 {
+		c.FetchMaxWait = 500 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("kafka.brokers: at least one broker address (host:port) is required"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("kafka.topic: required"))
+	}
+	if c.Group == "" {
+		errs = append(errs, errors.New("kafka.group: required"))
+	}
+	if c.Encoding != EncodingProto && c.Encoding != EncodingJSON {
+		errs = append(errs, fmt.Errorf("kafka.encoding: %q is not allowed (allowed: %s, %s)", c.Encoding, EncodingProto, EncodingJSON))
+	}
+	if c.MaxMessageBytes < 1024 {
+		errs = append(errs, fmt.Errorf("kafka.max_message_bytes: must be at least 1024, got %d", c.MaxMessageBytes))
+	}
+	if c.CommitInterval < 0 {
+		errs = append(errs, errors.New("kafka.commit_interval: must be positive"))
+	}
+	if c.MaxUnsettledRecords < 1 {
+		errs = append(errs, errors.New("kafka.max_unsettled_records: must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+// Consumer is the Kafka poll loop.
+type Consumer struct {
+	cfg     Config
+	client  *kgo.Client
+	scanner *Scanner
+	out     Dispatcher
+	track   *tracker
+	m       *Metrics
+	log     *throttledLog
+
+	records  atomic.Int64 // records polled, for progress reports
+	assigned atomic.Int32 // partitions assigned now
+	fetchErr atomic.Int64 // unix nanos of the last fetch error
+}
+
+// NewConsumer creates the franz-go client and joins the group when Run
+// starts polling. cfg must have passed Validate.
+func NewConsumer(cfg Config, out Dispatcher, m *Metrics) (*Consumer, error) {
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	sc, err := NewScanner(cfg.Encoding)
+	if err != nil {
+		return nil, err
+	}
+	c := &Consumer{cfg: cfg, scanner: sc, out: out, track: newTracker(cfg.Topic), m: m,
+		log: newThrottledLog(cfg.Logger, time.Minute, 10)}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topic),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxWait(cfg.FetchMaxWait),
+		kgo.FetchMaxBytes(int32(min(cfg.MaxMessageBytes*2, 1<<30))),
+		kgo.FetchMaxPartitionBytes(int32(min(cfg.MaxMessageBytes, 1<<30))),
+		kgo.OnPartitionsAssigned(c.onAssigned),
+		kgo.OnPartitionsRevoked(c.onRevoked),
+		kgo.OnPartitionsLost(c.onLost),
+		kgo.ClientID("tailsift"),
+	}
+	opts = append(opts, cfg.ClientOpts...)
+	c.client, err = kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("router: kafka client: %w", err)
+	}
+	return c, nil
+}
+
+// Records is the number of records polled so far.
+func (c *Consumer) Records() int64 { return c.records.Load() }
+
+// Ready reports whether the consumer has partitions and fetched without
+// error in the last 10 seconds.
+func (c *Consumer) Ready() bool {
+	last := c.fetchErr.Load()
+	return c.assigned.Load() > 0 && (last == 0 || time.Since(time.Unix(0, last)) > 10*time.Second)
+}
+
+// Client exposes the franz-go client (for lag queries and tests).
+func (c *Consumer) Client() *kgo.Client { return c.client }
+
+func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	c.assigned.Add(int32(len(assigned[c.cfg.Topic])))
+	c.cfg.Logger.Info("partitions assigned", "topic", c.cfg.Topic, "partitions", assigned[c.cfg.Topic])
+}
+
+// onRevoked commits what is settled in the revoked partitions before the
+// group hands them to another member; the rest will be re-read there.
+func (c *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	parts := revoked[c.cfg.Topic]
+	c.track.advance()
+	c.commit(ctx)
+	c.track.forget(parts)
+	c.assigned.Add(-int32(len(parts)))
+	c.cfg.Logger.Info("partitions revoked", "topic", c.cfg.Topic, "partitions", parts)
+}
+
+func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	parts := lost[c.cfg.Topic]
+	c.track.forget(parts)
+	c.assigned.Add(-int32(len(parts)))
+	c.cfg.Logger.Warn("partitions lost", "topic", c.cfg.Topic, "partitions", parts)
+}
+
+// Run polls until ctx is done. Then it waits (at most grace) for drained to
+// close — the archive has made durable what it was given — commits the
+// settled offsets one last time, and leaves the group.
+func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.Duration) error {
+	defer c.client.Close()
+	var batch []sampler.Item
+	lastCommit := time.Now()
+	for ctx.Err() == nil {
+		if c.waitForRoom(ctx) != nil {
+			break
+		}
+		fetches := c.client.PollRecords(ctx, 5000)
+		if fetches.IsClientClosed() {
+			break
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			c.fetchErr.Store(time.Now().UnixNano())
+			c.m.fetchErrors.Inc()
+			c.log.Warn("fetch", "fetch failed; retrying", "topic", topic, "partition", p, "err", err)
+		})
+		batch = batch[:0]
+		now := time.Now().UnixNano()
+		fetches.EachRecord(func(r *kgo.Record) {
+			batch = c.scanRecord(r, now, batch)
+		})
+		if len(batch) > 0 {
+			if err := c.out.Add(ctx, batch); err != nil {
+				// Shutting down: spans not handed over stay unsettled.
+				break
+			}
+		}
+		clear(batch)
+		c.client.AllowRebalance()
+		if time.Since(lastCommit) >= c.cfg.CommitInterval {
+			c.track.advance()
+			c.commit(ctx)
+			c.updateGauges()
+			lastCommit = time.Now()
+		}
+	}
+	c.client.AllowRebalance()
+
+	// Drain: let the archive finish what was decided, then commit it.
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-drained:
+	case <-timer.C:
+		c.cfg.Logger.Warn("shutdown grace period ended before the archive drained; unsettled spans will be re-read after restart", "grace", grace)
+	}
+	c.track.advance()
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.commit(cctx)
+	c.updateGauges()
+	return nil
+}
+
+// waitForRoom blocks while too many records are in flight.
+func (c *Consumer) waitForRoom(ctx context.Context) error {
+	for {
+		c.track.advance()
+		_, n := c.track.unsettled(time.Now().UnixNano())
+		if n < c.cfg.MaxUnsettledRecords {
+			return nil
+		}
+		c.m.throttled.Inc()
+		c.commit(ctx)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// scanRecord registers r with the tracker and appends its spans to batch.
+func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []sampler.Item {
+	c.records.Add(1)
+	c.m.records.Inc()
+	c.m.bytes.Add(float64(len(r.Value)))
+	rec := c.track.track(r.Partition, r.Offset, now)
+	if len(r.Value) > c.cfg.MaxMessageBytes {
+		c.m.malformed.WithLabelValues(badOversized).Inc()
+		c.log.Warn(badOversized, "skipped oversized message", "partition", r.Partition, "offset", r.Offset,
+			"bytes", len(r.Value), "max_message_bytes", c.cfg.MaxMessageBytes)
+		return batch
+	}
+	items, err := c.scanner.Scan(r.Value, &rec.Pending)
+	if err != nil {
+		kind := badProto
+		if errors.Is(err, errBadJSON) {
+			kind = badJSON
+		} else if !errors.Is(err, otlpwire.ErrMalformed) {
+			kind = "other"
+		}
+		c.m.malformed.WithLabelValues(kind).Inc()
+		c.log.Warn(kind, "skipped malformed message", "partition", r.Partition, "offset", r.Offset, "err", err)
+		return batch
+	}
+	if n := c.scanner.invalid[0]; n > 0 {
+		c.m.invalidSpans.WithLabelValues(badTraceID).Add(float64(n))
+	}
+	if n := c.scanner.invalid[1]; n > 0 {
+		c.m.invalidSpans.WithLabelValues(badSpanID).Add(float64(n))
+	}
+	rec.Add(len(items))
+	c.m.spans.Add(float64(len(items)))
+	return append(batch, items...)
+}
+
+// commit commits the settled offsets not yet committed.
+func (c *Consumer) commit(ctx context.Context) {
+	offsets := c.track.commitable()
+	if offsets == nil {
+		return
+	}
+	var commitErr error
+	c.client.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			commitErr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if p.ErrorCode != 0 {
+					commitErr = fmt.Errorf("partition %d: error code %d", p.Partition, p.ErrorCode)
+				}
+			}
+		}
+	})
+	if commitErr != nil {
+		c.m.commitErrors.Inc()
+		c.log.Warn("commit", "offset commit failed; will retry", "err", commitErr)
+		return
+	}
+	c.m.commits.Inc()
+	c.track.committed(offsets)
+}
+
+func (c *Consumer) updateGauges() {
+	per, _ := c.track.unsettled(time.Now().UnixNano())
+	for part, u := range per {
+		p := strconv.Itoa(int(part))
+		c.m.unsettledRecords.WithLabelValues(p).Set(float64(u.records))
+		c.m.unsettledAge.WithLabelValues(p).Set(u.oldest.Seconds())
+	}
+}
+
+// Metrics are the router's Prometheus metrics.
+type Metrics struct {
+	records          prometheus.Counter
+	bytes            prometheus.Counter
+	spans            prometheus.Counter
+	malformed        *prometheus.CounterVec
+	invalidSpans     *prometheus.CounterVec
+	fetchErrors      prometheus.Counter
+	commits          prometheus.Counter
+	commitErrors     prometheus.Counter
+	throttled        prometheus.Counter
+	unsettledRecords *prometheus.GaugeVec
+	unsettledAge     *prometheus.GaugeVec
+}
+
+// NewMetrics creates the router metrics and registers them with reg (nil:
+// not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		records: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_records_total", Help: "Kafka records polled."}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_received_bytes_total", Help: "Bytes of Kafka record values polled."}),
+		spans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_spans_received_total", Help: "Valid spans read from Kafka."}),
+		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tailsift_router_malformed_messages_total", Help: "Kafka records skipped because they could not be read, by kind."},
+			[]string{"kind"}),
+		invalidSpans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tailsift_router_invalid_spans_total", Help: "Spans skipped for an invalid field, by field."},
+			[]string{"kind"}),
+		fetchErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_fetch_errors_total", Help: "Kafka fetch errors (the client retries)."}),
+		commits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_offset_commits_total", Help: "Successful offset commits."}),
+		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_offset_commit_errors_total", Help: "Failed offset commits (retried at the next interval)."}),
+		throttled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_poll_throttled_total", Help: "Times polling paused because too many records were unsettled."}),
+		unsettledRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tailsift_router_unsettled_records", Help: "Records polled whose spans are not all dropped or durable, by partition."},
+			[]string{"partition"}),
+		unsettledAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tailsift_router_unsettled_oldest_age_seconds", Help: "Age of the oldest unsettled record, by partition."},
+			[]string{"partition"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.records, m.bytes, m.spans, m.malformed, m.invalidSpans, m.fetchErrors,
+			m.commits, m.commitErrors, m.throttled, m.unsettledRecords, m.unsettledAge)
+	}
+	return m
+}
+
+// throttledLog logs at most burst lines per key per period, then one line
+// saying how many were suppressed. Floods of bad input become counters, not
+// log storms.
+type throttledLog struct {
+	log    *slog.Logger
+	period time.Duration
+	burst  int
+	mu     sync.Mutex
+	keys   map[string]*logWindow
+}
+
+type logWindow struct {
+	start      time.Time
+	n          int
+	suppressed int
+}
+
+func newThrottledLog(l *slog.Logger, period time.Duration, burst int) *throttledLog {
+	return &throttledLog{log: l, period: period, burst: burst, keys: make(map[string]*logWindow)}
+}
+
+func (t *throttledLog) Warn(key, msg string, args ...any) {
+	t.mu.Lock()
+	now := time.Now()
+	w := t.keys[key]
+	if w == nil {
+		w = &logWindow{start: now}
+		t.keys[key] = w
+	}
+	if now.Sub(w.start) >= t.period {
+		if w.suppressed > 0 {
+			t.log.Warn("log lines suppressed", "key", key, "count", w.suppressed, "period", t.period)
+		}
+		*w = logWindow{start: now}
+	}
+	w.n++
+	ok := w.n <= t.burst
+	if !ok {
+		w.suppressed++
+	}
+	t.mu.Unlock()
+	if ok {
+		t.log.Warn(msg, args...)
+	}
+}

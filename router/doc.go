@@ -1,0 +1,19 @@
+// Package router takes OTLP spans from Kafka and hands each to the shard that
+// owns its trace, on this node or (through the cluster transport) another.
+//
+// The hot path works on bytes: Consumer polls records with franz-go, the
+// scanner (internal/otlpwire) finds every span's trace ID, times, status and
+// root flag without decoding the rest, and the spans go on as subslices of the
+// record. Nothing is copied per span.
+//
+// Offsets: every record gets a sampler.Pending counting its spans still in
+// flight. A span is settled when its trace is dropped, or kept and durable in
+// the archive. The offset tracker commits, per partition, only up to the
+// first record with an unsettled span, so a crash re-reads from Kafka every
+// span that was not safe; nothing is lost and duplicates are bounded by what
+// was in flight.
+//
+// Goroutines: Consumer.Run is the poll loop and the only goroutine that
+// touches the tracker, apart from franz-go's rebalance callbacks, which take
+// the tracker's mutex.
+package router

@@ -1,0 +1,360 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tailsift/tailsift/internal/otlpwire"
+	"github.com/tailsift/tailsift/sampler"
+)
+
+// Ring tells which node owns a trace. Implementations must be safe for
+// concurrent use and fast: Owner runs once per span.
+type Ring interface {
+	// Owner returns the node that owns id, and whether it is this node.
+	Owner(id *sampler.TraceID) (node string, local bool)
+	// Has reports whether node is a member of the ring.
+	Has(node string) bool
+}
+
+// Transport moves encoded span batches to other nodes.
+type Transport interface {
+	// Send returns once the peer holds batch; the peer acknowledges seq
+	// later, when every span in it reached a final state there.
+	Send(ctx context.Context, to string, batch []byte, seq uint64) error
+}
+
+// Route is the Dispatcher in front of the local sampler in a cluster: spans
+// whose trace this node owns go to the local sampler, the rest are batched
+// per owner and sent there.
+//
+// A forwarded span stays unsettled (its Kafka offset uncommitted) until the
+// owner acknowledges the batch. Route keeps each unacknowledged batch's
+// items; when the owner leaves the ring, or a send fails, they are routed
+// again to whoever owns them now. Nothing a peer did not acknowledge is
+// forgotten, so a node dying loses no span.
+type Route struct {
+	local Dispatcher
+	tr    Transport
+	log   *slog.Logger
+	m     *RouteMetrics
+
+	ring atomic.Pointer[ringBox]
+	seq  atomic.Uint64
+
+	mu       sync.Mutex
+	inflight map[uint64]*flight // by batch sequence number
+	orphans  []sampler.Item     // failed sends, routed again by Run
+
+	localBuf []sampler.Item
+	perPeer  map[string][]sampler.Item
+	encBuf   []byte
+}
+
+type ringBox struct{ r Ring }
+
+type flight struct {
+	to    string
+	items []sampler.Item
+	sent  time.Time
+}
+
+// NewRoute returns a Route with no ring: until SetRing, every span is local.
+func NewRoute(local Dispatcher, tr Transport, m *RouteMetrics, log *slog.Logger) *Route {
+	if m == nil {
+		m = NewRouteMetrics(nil)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Route{local: local, tr: tr, m: m, log: log, inflight: make(map[uint64]*flight), perPeer: make(map[string][]sampler.Item)}
+}
+
+// Add implements Dispatcher. It is called by one goroutine at a time (the
+// poll loop, or Run re-routing): its buffers are not shared.
+func (r *Route) Add(ctx context.Context, items []sampler.Item) error {
+	box := r.ring.Load()
+	if box == nil {
+		return r.local.Add(ctx, items)
+	}
+	local := r.localBuf[:0]
+	for i := range items {
+		node, isLocal := box.r.Owner(&items[i].TraceID)
+		if isLocal {
+			local = append(local, items[i])
+			continue
+		}
+		r.perPeer[node] = append(r.perPeer[node], items[i])
+	}
+	r.localBuf = local
+	if len(local) > 0 {
+		if err := r.local.Add(ctx, local); err != nil {
+			return err
+		}
+		clear(local)
+	}
+	for node, its := range r.perPeer {
+		if len(its) == 0 {
+			continue
+		}
+		err := r.send(ctx, node, its)
+		clear(its)
+		r.perPeer[node] = its[:0]
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// send forwards items to node. On failure the items become orphans, routed
+// again by Run; only ctx ending is an error.
+func (r *Route) send(ctx context.Context, node string, items []sampler.Item) error {
+	seq := r.seq.Add(1)
+	r.encBuf = AppendBatch(r.encBuf[:0], items)
+	fl := &flight{to: node, items: slices.Clone(items), sent: time.Now()}
+	r.mu.Lock()
+	r.inflight[seq] = fl
+	r.mu.Unlock()
+	err := r.tr.Send(ctx, node, r.encBuf, seq)
+	if err == nil {
+		r.m.forwardedSpans.Add(float64(len(items)))
+		r.m.forwardedBytes.Add(float64(len(r.encBuf)))
+		r.m.batches.Inc()
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	r.m.sendErrors.Inc()
+	r.log.Warn("forwarding failed; spans will be routed again", "to", node, "spans", len(items), "err", err)
+	r.mu.Lock()
+	if f, ok := r.inflight[seq]; ok {
+		delete(r.inflight, seq)
+		r.orphans = append(r.orphans, f.items...)
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// Acked settles the spans of batches that node acknowledged. Unknown
+// sequence numbers (batches already routed elsewhere) are ignored.
+func (r *Route) Acked(from string, seqs []uint64) {
+	r.mu.Lock()
+	var done []*flight
+	for _, s := range seqs {
+		if f, ok := r.inflight[s]; ok && f.to == from {
+			delete(r.inflight, s)
+			done = append(done, f)
+		}
+	}
+	r.mu.Unlock()
+	for _, f := range done {
+		r.m.ackLatency.Observe(time.Since(f.sent).Seconds())
+		for i := range f.items {
+			if src := f.items[i].Span.Src; src != nil {
+				src.Done()
+			}
+		}
+	}
+}
+
+// SetRing swaps the ring. Batches in flight to nodes that left it are
+// routed again (by Run) to their new owners.
+func (r *Route) SetRing(ring Ring) {
+	r.ring.Store(&ringBox{ring})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for seq, f := range r.inflight {
+		if !ring.Has(f.to) {
+			delete(r.inflight, seq)
+			r.orphans = append(r.orphans, f.items...)
+		}
+	}
+}
+
+// InFlight is the number of forwarded batches not yet acknowledged.
+func (r *Route) InFlight() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.inflight)
+}
+
+// Reroute routes again every span forwarded but not acknowledged, as if the
+// peers holding them had left. Used when this node hands off before exit.
+func (r *Route) takeOrphans() []sampler.Item {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o := r.orphans
+	r.orphans = nil
+	return o
+}
+
+// Resend routes orphaned spans again. The owner of Add (the poll loop)
+// calls it between polls, so Route's buffers keep a single user.
+func (r *Route) Resend(ctx context.Context) error {
+	o := r.takeOrphans()
+	if len(o) == 0 {
+		return nil
+	}
+	r.m.rerouted.Add(float64(len(o)))
+	return r.Add(ctx, o)
+}
+
+// AppendBatch encodes items as an OTLP TracesData message: consecutive
+// items sharing a *Scope go into one ResourceSpans/ScopeSpans, and every
+// part is copied as the bytes it arrived in. The receiver reads it with
+// the same scanner as a Kafka record.
+func AppendBatch(dst []byte, items []sampler.Item) []byte {
+	for i := 0; i < len(items); {
+		sc := items[i].Span.Scope
+		j := i + 1
+		for j < len(items) && items[j].Span.Scope == sc {
+			j++
+		}
+		dst = otlpwire.AppendResourceSpans(dst, sc.Resource, []byte(sc.ResourceSchemaURL), sc.Scope, []byte(sc.ScopeSchemaURL),
+			func(yield func([]byte) bool) {
+				for k := i; k < j; k++ {
+					if !yield(items[k].Span.Raw) {
+						return
+					}
+				}
+			})
+		i = j
+	}
+	return dst
+}
+
+// Receiver takes batches forwarded by peers into the local sampler and
+// acknowledges each once all its spans settled here.
+type Receiver struct {
+	local Dispatcher
+	m     *RouteMetrics
+
+	mu      sync.Mutex
+	pending []received
+	scan    sync.Pool
+}
+
+type received struct {
+	from string
+	seq  uint64
+	p    *sampler.Pending
+}
+
+// NewReceiver returns a Receiver feeding local.
+func NewReceiver(local Dispatcher, m *RouteMetrics) *Receiver {
+	if m == nil {
+		m = NewRouteMetrics(nil)
+	}
+	return &Receiver{local: local, m: m}
+}
+
+// errBadBatch is returned for a batch that is not valid OTLP.
+var errBadBatch = errors.New("router: forwarded batch is not valid OTLP")
+
+// Handle takes ownership of batch (its bytes are kept, not copied) and
+// hands its spans to the local sampler. It may block (backpressure to the
+// sending peer). Safe for concurrent use.
+func (rc *Receiver) Handle(ctx context.Context, from string, batch []byte, seq uint64) error {
+	sc, _ := rc.scan.Get().(*Scanner)
+	if sc == nil {
+		sc, _ = NewScanner(EncodingProto)
+	}
+	defer rc.scan.Put(sc)
+	p := &sampler.Pending{}
+	items, err := sc.Scan(batch, p)
+	if err != nil {
+		rc.m.badBatches.Inc()
+		return errors.Join(errBadBatch, err)
+	}
+	p.Add(len(items))
+	rc.mu.Lock()
+	rc.pending = append(rc.pending, received{from: from, seq: seq, p: p})
+	rc.mu.Unlock()
+	rc.m.receivedSpans.Add(float64(len(items)))
+	return rc.local.Add(ctx, items)
+}
+
+// Run acknowledges settled batches every interval until ctx is done. ack
+// failures are dropped: a peer that cannot be reached has left, and it
+// routes its unacknowledged spans again itself.
+func (rc *Receiver) Run(ctx context.Context, interval time.Duration, ack func(ctx context.Context, to string, seqs []uint64) error) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		byPeer := map[string][]uint64{}
+		rc.mu.Lock()
+		keep := rc.pending[:0]
+		for _, r := range rc.pending {
+			if r.p.Settled() {
+				byPeer[r.from] = append(byPeer[r.from], r.seq)
+			} else {
+				keep = append(keep, r)
+			}
+		}
+		clear(rc.pending[len(keep):])
+		rc.pending = keep
+		rc.mu.Unlock()
+		for to, seqs := range byPeer {
+			if err := ack(ctx, to, seqs); err != nil {
+				rc.m.ackErrors.Inc()
+			}
+		}
+	}
+}
+
+// RouteMetrics are the forwarding metrics.
+type RouteMetrics struct {
+	forwardedSpans prometheus.Counter
+	forwardedBytes prometheus.Counter
+	batches        prometheus.Counter
+	sendErrors     prometheus.Counter
+	rerouted       prometheus.Counter
+	receivedSpans  prometheus.Counter
+	badBatches     prometheus.Counter
+	ackErrors      prometheus.Counter
+	ackLatency     prometheus.Histogram
+}
+
+// NewRouteMetrics creates the forwarding metrics and registers them with
+// reg (nil: not registered).
+func NewRouteMetrics(reg prometheus.Registerer) *RouteMetrics {
+	m := &RouteMetrics{
+		forwardedSpans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_forwarded_spans_total", Help: "Spans sent to the node owning their trace."}),
+		forwardedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_forwarded_bytes_total", Help: "Encoded bytes of forwarded batches (before transport compression)."}),
+		batches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_forwarded_batches_total", Help: "Batches sent to peers."}),
+		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_forward_errors_total", Help: "Batches a peer did not take; their spans are routed again."}),
+		rerouted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_rerouted_spans_total", Help: "Spans routed again after a failed send or a peer leaving."}),
+		receivedSpans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_peer_spans_received_total", Help: "Spans received from peers."}),
+		badBatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_peer_bad_batches_total", Help: "Peer batches rejected as malformed."}),
+		ackErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_peer_ack_errors_total", Help: "Acknowledgements that could not be sent to a peer."}),
+		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tailsift_router_forward_ack_seconds", Help: "Time from forwarding a batch to the owner acknowledging it (its spans settled).",
+			Buckets: []float64{0.1, 0.5, 1, 2, 5, 10, 30, 60, 120}}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.forwardedSpans, m.forwardedBytes, m.batches, m.sendErrors, m.rerouted,
+			m.receivedSpans, m.badBatches, m.ackErrors, m.ackLatency)
+	}
+	return m
+}

@@ -1,0 +1,236 @@
+package router
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/tailsift/tailsift/sampler"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// testMessage encodes traces×spans spans over two resources.
+func testMessage(t testing.TB, traces, spans int) []byte {
+	t.Helper()
+	td := ptrace.NewTraces()
+	for r := 0; r < 2; r++ {
+		rs := td.ResourceSpans().AppendEmpty()
+		rs.Resource().Attributes().PutStr("service.name", fmt.Sprintf("svc-%d", r))
+		rs.SetSchemaUrl("https://opentelemetry.io/schemas/1.26.0")
+		ss := rs.ScopeSpans().AppendEmpty()
+		ss.Scope().SetName("lib")
+		for tr := r; tr < traces; tr += 2 {
+			for s := 0; s < spans; s++ {
+				sp := ss.Spans().AppendEmpty()
+				var tid [16]byte
+				binary.BigEndian.PutUint64(tid[8:], uint64(tr+1)*0x9e3779b97f4a7c15)
+				tid[0] = 1
+				sp.SetTraceID(tid)
+				var sid [8]byte
+				binary.BigEndian.PutUint64(sid[:], uint64(tr*1000+s+1))
+				sp.SetSpanID(sid)
+				if s > 0 {
+					binary.BigEndian.PutUint64(sid[:], uint64(tr*1000+1))
+					sp.SetParentSpanID(sid)
+				}
+				sp.SetName(fmt.Sprintf("op-%d", s))
+				sp.SetStartTimestamp(pcommon.Timestamp(1e18 + s))
+				sp.SetEndTimestamp(pcommon.Timestamp(1e18 + s + 1000))
+				sp.Attributes().PutStr("k", "v")
+			}
+		}
+	}
+	b, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func scanAll(t testing.TB, msg []byte, src *sampler.Pending) []sampler.Item {
+	t.Helper()
+	sc, err := NewScanner(EncodingProto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, err := sc.Scan(msg, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src != nil {
+		src.Add(len(items))
+	}
+	return append([]sampler.Item(nil), items...)
+}
+
+func TestAppendBatchRoundTrip(t *testing.T) {
+	msg := testMessage(t, 10, 5)
+	items := scanAll(t, msg, nil)
+	batch := AppendBatch(nil, items)
+	want, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(batch)
+	if err != nil {
+		t.Fatalf("batch is not valid OTLP: %v", err)
+	}
+	wj, _ := (&ptrace.JSONMarshaler{}).MarshalTraces(want)
+	gj, _ := (&ptrace.JSONMarshaler{}).MarshalTraces(got)
+	if string(wj) != string(gj) {
+		t.Fatalf("batch differs from the original message\nwant %s\ngot  %s", wj, gj)
+	}
+}
+
+// fakeRing owns traces by the low bit of the last byte: even here, odd on "b".
+type fakeRing struct{ members map[string]bool }
+
+func (r fakeRing) Owner(id *sampler.TraceID) (string, bool) {
+	if id[15]&1 == 0 || !r.members["b"] {
+		return "a", true
+	}
+	return "b", false
+}
+func (r fakeRing) Has(n string) bool { return r.members[n] }
+
+type recorder struct {
+	mu    sync.Mutex
+	items []sampler.Item
+}
+
+func (r *recorder) Add(_ context.Context, items []sampler.Item) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.items = append(r.items, items...)
+	return nil
+}
+
+// loopTransport delivers to a Receiver in process, or fails.
+type loopTransport struct {
+	rc   *Receiver
+	fail bool
+	sent int
+}
+
+func (l *loopTransport) Send(ctx context.Context, to string, batch []byte, seq uint64) error {
+	if l.fail {
+		return fmt.Errorf("peer %s unreachable", to)
+	}
+	l.sent++
+	return l.rc.Handle(ctx, "a", append([]byte(nil), batch...), seq)
+}
+
+func TestRouteForwardsAndSettlesOnAck(t *testing.T) {
+	ctx := context.Background()
+	localA, localB := &recorder{}, &recorder{}
+	rcB := NewReceiver(localB, nil)
+	tr := &loopTransport{rc: rcB}
+	route := NewRoute(localA, tr, nil, nil)
+	route.SetRing(fakeRing{members: map[string]bool{"a": true, "b": true}})
+
+	var src sampler.Pending
+	items := scanAll(t, testMessage(t, 20, 3), &src)
+	if err := route.Add(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	if len(localA.items)+len(localB.items) != len(items) || len(localB.items) == 0 || len(localA.items) == 0 {
+		t.Fatalf("local %d + forwarded %d != %d", len(localA.items), len(localB.items), len(items))
+	}
+	for _, it := range localB.items {
+		if it.TraceID[15]&1 != 1 {
+			t.Fatalf("trace %x went to b", it.TraceID)
+		}
+	}
+	// Settle everything on both sides: only b's ack settles a's source.
+	for _, it := range localA.items {
+		it.Span.Src.Done()
+	}
+	for _, it := range localB.items {
+		it.Span.Src.Done()
+	}
+	if src.Settled() {
+		t.Fatal("source settled before b acknowledged")
+	}
+	var acked []uint64
+	rcB.mu.Lock()
+	for _, r := range rcB.pending {
+		if r.p.Settled() {
+			acked = append(acked, r.seq)
+		}
+	}
+	rcB.mu.Unlock()
+	route.Acked("b", acked)
+	if !src.Settled() || route.InFlight() != 0 {
+		t.Fatalf("after ack: settled=%v inflight=%d", src.Settled(), route.InFlight())
+	}
+}
+
+func TestRouteReroutesWhenPeerLeavesOrFails(t *testing.T) {
+	ctx := context.Background()
+	localA, localB := &recorder{}, &recorder{}
+	tr := &loopTransport{rc: NewReceiver(localB, nil)}
+	route := NewRoute(localA, tr, nil, nil)
+	route.SetRing(fakeRing{members: map[string]bool{"a": true, "b": true}})
+	var src sampler.Pending
+	items := scanAll(t, testMessage(t, 20, 3), &src)
+	if err := route.Add(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	forwarded := len(localB.items)
+	// b dies before acknowledging: its batches come back to a.
+	route.SetRing(fakeRing{members: map[string]bool{"a": true}})
+	if err := route.Resend(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(localA.items) != len(items) {
+		t.Fatalf("after b left, a holds %d of %d spans (%d had gone to b)", len(localA.items), len(items), forwarded)
+	}
+	// A failed send also comes back.
+	tr.fail = true
+	route.SetRing(fakeRing{members: map[string]bool{"a": true, "b": true}})
+	var src2 sampler.Pending
+	items2 := scanAll(t, testMessage(t, 4, 2), &src2)
+	before := len(localA.items)
+	if err := route.Add(ctx, items2); err != nil {
+		t.Fatal(err)
+	}
+	route.SetRing(fakeRing{members: map[string]bool{"a": true}})
+	if err := route.Resend(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(localA.items) - before; got != len(items2) {
+		t.Fatalf("failed send: %d of %d spans routed again locally", got, len(items2))
+	}
+}
+
+// BenchmarkScanRoute is the per-span hot path of a node: scan a record,
+// pick the owner of every span, append it to its batch.
+func BenchmarkScanRoute(b *testing.B) {
+	msg := testMessage(b, 50, 10) // 500 spans
+	sc, _ := NewScanner(EncodingProto)
+	route := NewRoute(nopDispatcher{}, nil, nil, nil)
+	ring := fakeRing{members: map[string]bool{"a": true}}
+	route.SetRing(ring)
+	var src sampler.Pending
+	ctx := context.Background()
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		items, err := sc.Scan(msg, &src)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := route.Add(ctx, items); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*500), "ns/span")
+}
+
+type nopDispatcher struct{}
+
+func (nopDispatcher) Add(context.Context, []sampler.Item) error { return nil }

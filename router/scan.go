@@ -1,0 +1,141 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/tailsift/tailsift/internal/otlpwire"
+	"github.com/tailsift/tailsift/sampler"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// Encodings a topic can carry, named as the OpenTelemetry Collector's
+// kafkaexporter names them.
+const (
+	EncodingProto = "otlp_proto" // serialized ExportTraceServiceRequest
+	EncodingJSON  = "otlp_json"  // its OTLP/JSON form
+)
+
+// Kinds of bad input, the label values of tailsift_router_malformed_messages_total
+// and tailsift_router_invalid_spans_total.
+const (
+	badProto     = "protobuf"
+	badJSON      = "json"
+	badOversized = "oversized"
+	badTraceID   = "trace_id"
+	badSpanID    = "span_id"
+)
+
+// Scanner turns one Kafka record value into sampler items. It reuses its
+// buffers: the items it returns are valid until the next call.
+//
+// Spans with an invalid trace ID (not 16 bytes, or all zero) or span ID (not
+// 8 bytes, or all zero) are skipped and counted; a record that is not valid
+// OTLP yields no items at all, so one bad message never half-enters the
+// pipeline.
+type Scanner struct {
+	encoding string
+	items    []sampler.Item
+	scope    *sampler.Scope
+	src      *sampler.Pending
+	services map[string]string // interned service names
+	invalid  [2]int            // trace_id, span_id faults in the last record
+}
+
+// NewScanner returns a scanner for the given encoding.
+func NewScanner(encoding string) (*Scanner, error) {
+	switch encoding {
+	case "", EncodingProto:
+		encoding = EncodingProto
+	case EncodingJSON:
+	default:
+		return nil, fmt.Errorf("unknown encoding %q (allowed: %s, %s)", encoding, EncodingProto, EncodingJSON)
+	}
+	return &Scanner{encoding: encoding, services: make(map[string]string)}, nil
+}
+
+// errBadJSON marks a value that is not OTLP/JSON.
+var errBadJSON = errors.New("malformed OTLP/JSON")
+
+// Scan reads value and returns its valid spans, each settling src.
+func (s *Scanner) Scan(value []byte, src *sampler.Pending) ([]sampler.Item, error) {
+	s.items = s.items[:0]
+	s.src = src
+	s.scope = nil
+	s.invalid = [2]int{}
+	if s.encoding == EncodingJSON {
+		td, err := (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(value)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errBadJSON, err)
+		}
+		if value, err = (&ptrace.ProtoMarshaler{}).MarshalTraces(td); err != nil {
+			return nil, fmt.Errorf("%w: re-encoding: %v", errBadJSON, err)
+		}
+	}
+	if err := otlpwire.Scan(value, s); err != nil {
+		s.items = s.items[:0]
+		return nil, err
+	}
+	return s.items, nil
+}
+
+// Scope implements otlpwire.Visitor.
+func (s *Scanner) Scope(si *otlpwire.ScopeInfo) {
+	sc := &sampler.Scope{
+		Resource:          si.Resource,
+		ResourceSchemaURL: string(si.ResourceSchemaURL),
+		Scope:             si.Scope,
+		ScopeSchemaURL:    string(si.ScopeSchemaURL),
+	}
+	if v, ok := otlpwire.FindAttr(si.Resource, 1, "service.name"); ok && v.Type == otlpwire.ValueString {
+		name, ok := s.services[string(v.Str)]
+		if !ok {
+			if len(s.services) > 10_000 {
+				clear(s.services)
+			}
+			name = string(v.Str)
+			s.services[name] = name
+		}
+		sc.Service = name
+	}
+	s.scope = sc
+}
+
+// Span implements otlpwire.Visitor.
+func (s *Scanner) Span(si *otlpwire.SpanInfo) {
+	if len(si.TraceID) != 16 || allZero(si.TraceID) {
+		s.invalid[0]++
+		return
+	}
+	if len(si.SpanID) != 8 || allZero(si.SpanID) {
+		s.invalid[1]++
+		return
+	}
+	var flags uint8
+	if len(si.ParentID) == 0 || allZero(si.ParentID) {
+		flags |= sampler.FlagRoot
+	}
+	if si.StatusCode == otlpwire.StatusError {
+		flags |= sampler.FlagError
+	}
+	s.items = append(s.items, sampler.Item{
+		TraceID: sampler.TraceID(si.TraceID),
+		Span: sampler.Span{
+			Raw:   si.Raw,
+			Scope: s.scope,
+			Src:   s.src,
+			Start: int64(si.Start),
+			End:   int64(si.End),
+			Flags: flags,
+		},
+	})
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

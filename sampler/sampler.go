@@ -1,0 +1,335 @@
+package sampler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config sets how traces are buffered and when they are complete.
+type Config struct {
+	// Shards is the number of shard goroutines. Default: GOMAXPROCS.
+	Shards int
+	// QuietPeriod: a trace whose root span has arrived is complete once no
+	// span has arrived for this long. Default 3s.
+	QuietPeriod time.Duration
+	// MaxWait: a trace is decided this long after its first span arrived,
+	// root or not. Default 30s.
+	MaxWait time.Duration
+	// MaxSpansPerTrace: a trace is decided when it reaches this many spans;
+	// later spans follow the decision. Default 10,000.
+	MaxSpansPerTrace int
+	// MaxBufferedBytes bounds the encoded span bytes buffered by the node.
+	// Past it, the oldest traces are decided early. Default 1 GiB.
+	MaxBufferedBytes int64
+	// DecisionCacheSize is how many recent decisions are remembered for late
+	// spans. Default 1,000,000 (about 30 MB).
+	DecisionCacheSize int
+	// TickInterval is how often shards look for complete traces. Default 100ms.
+	TickInterval time.Duration
+	// QueueBatches is the depth, in batches, of each shard's input queue.
+	// Default 64.
+	QueueBatches int
+}
+
+// Validate fills defaults and checks every field, reporting all problems.
+func (c *Config) Validate() error {
+	if c.Shards == 0 {
+		c.Shards = runtime.GOMAXPROCS(0)
+	}
+	if c.QuietPeriod == 0 {
+		c.QuietPeriod = 3 * time.Second
+	}
+	if c.MaxWait == 0 {
+		c.MaxWait = 30 * time.Second
+	}
+	if c.MaxSpansPerTrace == 0 {
+		c.MaxSpansPerTrace = 10_000
+	}
+	if c.MaxBufferedBytes == 0 {
+		c.MaxBufferedBytes = 1 << 30
+	}
+	if c.DecisionCacheSize == 0 {
+		c.DecisionCacheSize = 1_000_000
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.QueueBatches == 0 {
+		c.QueueBatches = 64
+	}
+	var errs []string
+	if c.Shards < 1 || c.Shards > 1024 {
+		errs = append(errs, fmt.Sprintf("sampler.shards: must be 1..1024, got %d", c.Shards))
+	}
+	if c.QuietPeriod < 0 {
+		errs = append(errs, "sampler.quiet_period: must be positive")
+	}
+	if c.MaxWait < c.QuietPeriod {
+		errs = append(errs, fmt.Sprintf("sampler.max_wait: must be at least quiet_period (%v), got %v", c.QuietPeriod, c.MaxWait))
+	}
+	if c.MaxSpansPerTrace < 1 {
+		errs = append(errs, "sampler.max_spans_per_trace: must be at least 1")
+	}
+	if c.MaxBufferedBytes < 1<<20 {
+		errs = append(errs, fmt.Sprintf("sampler.max_buffered_bytes: must be at least 1MiB, got %d", c.MaxBufferedBytes))
+	}
+	if c.DecisionCacheSize < 0 {
+		errs = append(errs, "sampler.decision_cache_size: must not be negative")
+	}
+	if c.TickInterval <= 0 || c.TickInterval > c.QuietPeriod && c.QuietPeriod > 0 {
+		errs = append(errs, "sampler.tick_interval: must be positive and at most quiet_period")
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// Sampler buffers traces across its shards and decides them.
+type Sampler struct {
+	cfg    Config
+	m      *Metrics
+	pol    atomic.Pointer[policyBox]
+	shards []*shard
+	out    chan<- *Kept
+	clock  Clock
+	pool   sync.Pool
+
+	bufferedBytes atomic.Int64
+	flushes       chan chan struct{}
+}
+
+type policyBox struct{ p Policy }
+
+// New returns a Sampler that sends kept traces to out. cfg must have passed
+// Validate. Run closes out when it returns.
+func New(cfg Config, p Policy, out chan<- *Kept, m *Metrics, clock Clock) *Sampler {
+	if clock == nil {
+		clock = SystemClock{}
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	s := &Sampler{cfg: cfg, m: m, out: out, clock: clock, flushes: make(chan chan struct{})}
+	s.SetPolicy(p)
+	s.shards = make([]*shard, cfg.Shards)
+	for i := range s.shards {
+		s.shards[i] = newShard(s)
+	}
+	return s
+}
+
+// SetPolicy swaps the policy used for traces decided from now on. Safe to
+// call at any time; this is how a configuration reload takes effect.
+func (s *Sampler) SetPolicy(p Policy) { s.pol.Store(&policyBox{p}) }
+
+func (s *Sampler) policy() Policy { return s.pol.Load().p }
+
+// BufferedBytes is the encoded size of the spans buffered now.
+func (s *Sampler) BufferedBytes() int64 { return s.bufferedBytes.Load() }
+
+// shardOf picks the shard of a trace. The hash is seeded apart from the
+// ring's so that shard and node choice are independent.
+func (s *Sampler) shardOf(id *TraceID) int {
+	return int(xxhash.Sum64(id[:]) % uint64(len(s.shards)))
+}
+
+func (s *Sampler) getBatch() []Item {
+	if b, ok := s.pool.Get().(*[]Item); ok {
+		return (*b)[:0]
+	}
+	return make([]Item, 0, 256)
+}
+
+func (s *Sampler) putBatch(b []Item) {
+	clear(b)
+	b = b[:0]
+	s.pool.Put(&b)
+}
+
+// Add hands items to the shards that own their traces. It blocks while a
+// shard's queue is full (backpressure on the caller, usually the Kafka poll
+// loop) and returns ctx.Err() if ctx ends first; items not yet handed over
+// are then left unsettled. The caller keeps ownership of items.
+func (s *Sampler) Add(ctx context.Context, items []Item) error {
+	if len(s.shards) == 1 {
+		return s.send(ctx, 0, append(s.getBatch(), items...))
+	}
+	batches := make([][]Item, len(s.shards))
+	for i := range items {
+		n := s.shardOf(&items[i].TraceID)
+		if batches[n] == nil {
+			batches[n] = s.getBatch()
+		}
+		batches[n] = append(batches[n], items[i])
+	}
+	for n, b := range batches {
+		if b == nil {
+			continue
+		}
+		if err := s.send(ctx, n, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Sampler) send(ctx context.Context, n int, b []Item) error {
+	select {
+	case s.shards[n].in <- b:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Flush decides every trace buffered now, as if all were complete, and
+// returns when the shards have sent the kept ones on. For bounded runs whose
+// input is known to have ended.
+func (s *Sampler) Flush(ctx context.Context) error {
+	done := make(chan struct{})
+	select {
+	case s.flushes <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run runs the shards until ctx is done, then closes the output channel.
+// Traces still buffered then are neither decided nor settled: Kafka will
+// deliver their spans again after a restart.
+func (s *Sampler) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	ctls := make([]chan chan struct{}, len(s.shards))
+	for i, sh := range s.shards {
+		ctl := make(chan chan struct{})
+		ctls[i] = ctl
+		wg.Go(func() { sh.loop(ctx, s.clock, ctl) })
+	}
+	wg.Go(func() {
+		for {
+			select {
+			case done := <-s.flushes:
+				for _, ctl := range ctls {
+					d := make(chan struct{})
+					select {
+					case ctl <- d:
+						<-d
+					case <-ctx.Done():
+					}
+				}
+				close(done)
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(s.out)
+	return nil
+}
+
+// loop is run with a control channel for Flush requests.
+func (sh *shard) loop(ctx context.Context, clock Clock, ctl chan chan struct{}) {
+	tick := time.NewTicker(sh.cfg.TickInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case batch := <-sh.in:
+			now := clock.Now()
+			for i := range batch {
+				sh.add(ctx, &batch[i], now)
+			}
+			sh.s.putBatch(batch)
+		case <-tick.C:
+			sh.expire(ctx, clock.Now())
+		case done := <-ctl:
+			// Take what is queued first, so Flush covers every Add that
+			// returned before it.
+			for {
+				select {
+				case batch := <-sh.in:
+					now := clock.Now()
+					for i := range batch {
+						sh.add(ctx, &batch[i], now)
+					}
+					sh.s.putBatch(batch)
+					continue
+				default:
+				}
+				break
+			}
+			sh.flush(ctx, clock.Now())
+			close(done)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Metrics are the sampler's Prometheus metrics.
+type Metrics struct {
+	spansBuffered  prometheus.Gauge
+	bytesBuffered  prometheus.Gauge
+	tracesBuffered prometheus.Gauge
+	completed      *prometheus.CounterVec
+	decided        *prometheus.CounterVec
+	spansKept      prometheus.Counter
+	spansDropped   prometheus.Counter
+	lateSpans      *prometheus.CounterVec
+	noRoot         prometheus.Counter
+	decisionWait   prometheus.Histogram
+}
+
+// NewMetrics creates the sampler metrics and registers them with reg (nil:
+// not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		spansBuffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tailsift_sampler_buffered_spans", Help: "Spans buffered, waiting for their trace to be decided."}),
+		bytesBuffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tailsift_sampler_buffered_bytes", Help: "Encoded bytes of the buffered spans."}),
+		tracesBuffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tailsift_sampler_buffered_traces", Help: "Traces buffered, not yet decided."}),
+		completed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tailsift_sampler_traces_completed_total",
+			Help: "Traces handed to the policy, by why they were considered complete (quiet, max_wait, span_limit, memory, shutdown)."},
+			[]string{"cause"}),
+		decided: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tailsift_sampler_traces_decided_total", Help: "Traces decided, by outcome and reason."},
+			[]string{"decision", "reason"}),
+		spansKept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_sampler_spans_kept_total", Help: "Spans sent to the archive, late spans included."}),
+		spansDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_sampler_spans_dropped_total", Help: "Spans of dropped traces."}),
+		lateSpans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tailsift_sampler_late_spans_total", Help: "Spans that arrived after their trace was decided, by the decision they followed."},
+			[]string{"decision"}),
+		noRoot: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_sampler_traces_without_root_total", Help: "Traces decided before their root span arrived."}),
+		decisionWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tailsift_sampler_decision_wait_seconds",
+			Help:    "Time from a trace's first span to its decision.",
+			Buckets: []float64{0.1, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120}}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.spansBuffered, m.bytesBuffered, m.tracesBuffered, m.completed, m.decided,
+			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.decisionWait)
+	}
+	return m
+}

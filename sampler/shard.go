@@ -1,0 +1,265 @@
+package sampler
+
+import (
+	"container/heap"
+	"context"
+	"time"
+)
+
+// Causes of a decision, as counted in tailsift_sampler_traces_completed_total.
+const (
+	causeQuiet    = "quiet"    // root seen and quiet period passed
+	causeMaxWait  = "max_wait" // waited the maximum time
+	causeSpans    = "span_limit"
+	causeMemory   = "memory"   // decided early to stay under the byte limit
+	causeShutdown = "shutdown" // Flush at the end of a run
+)
+
+// buffered is a trace being buffered by a shard.
+type buffered struct {
+	Trace
+	decided bool
+	inQuiet bool // has an entry in the quiet heap
+}
+
+// shard owns a part of the trace ID space: its trace table, completion
+// queues and decision cache belong to its goroutine alone.
+type shard struct {
+	cfg    *Config
+	s      *Sampler
+	traces map[TraceID]*buffered
+	bytes  int64
+
+	// byAge holds traces in first-seen order (now never goes backwards on one
+	// shard), for the maximum wait and for memory pressure. Decided traces
+	// are skipped when they reach the front.
+	byAge     []*buffered
+	byAgeHead int
+
+	// quiet holds traces whose root has arrived, by the time they become
+	// quiet unless another span comes.
+	quiet quietHeap
+
+	cache *decisionCache
+	late  map[TraceID]*Kept // late spans of kept traces, flushed each tick
+
+	in chan []Item
+}
+
+func newShard(s *Sampler) *shard {
+	return &shard{
+		cfg:    &s.cfg,
+		s:      s,
+		traces: make(map[TraceID]*buffered),
+		cache:  newDecisionCache(s.cfg.DecisionCacheSize / s.cfg.Shards),
+		late:   make(map[TraceID]*Kept),
+		in:     make(chan []Item, s.cfg.QueueBatches),
+	}
+}
+
+// add buffers one span. It is the per-span hot path of the sampler.
+func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
+	b := sh.traces[it.TraceID]
+	if b == nil {
+		if d, dropped := sh.cache.lookup(it.TraceID); d != nil || dropped {
+			sh.addLate(it, d)
+			return
+		}
+		b = &buffered{}
+		b.reset(it.TraceID, now)
+		sh.traces[it.TraceID] = b
+		sh.byAge = append(sh.byAge, b)
+		sh.s.m.tracesBuffered.Inc()
+	}
+	b.add(it.Span, now)
+	n := int64(len(it.Span.Raw))
+	sh.bytes += n
+	sh.s.bufferedBytes.Add(n)
+	sh.s.m.spansBuffered.Inc()
+	sh.s.m.bytesBuffered.Add(float64(n))
+
+	if b.root >= 0 && !b.inQuiet {
+		b.inQuiet = true
+		heap.Push(&sh.quiet, quietEntry{due: now.Add(sh.cfg.QuietPeriod), b: b})
+	}
+	if len(b.Spans) >= sh.cfg.MaxSpansPerTrace {
+		sh.decide(ctx, b, now, causeSpans)
+	}
+	for sh.bytes > sh.cfg.MaxBufferedBytes/int64(sh.cfg.Shards) {
+		old := sh.oldest()
+		if old == nil {
+			break
+		}
+		sh.decide(ctx, old, now, causeMemory)
+	}
+}
+
+// addLate handles a span whose trace was already decided.
+func (sh *shard) addLate(it *Item, d *decided) {
+	if d == nil {
+		sh.s.m.lateSpans.WithLabelValues("drop").Inc()
+		if it.Span.Src != nil {
+			it.Span.Src.Done()
+		}
+		return
+	}
+	sh.s.m.lateSpans.WithLabelValues("keep").Inc()
+	k := sh.late[it.TraceID]
+	if k == nil {
+		c := d.summary
+		k = &c
+		k.Late = true
+		sh.late[it.TraceID] = k
+	}
+	k.Spans = append(k.Spans, it.Span)
+}
+
+// oldest returns the oldest undecided trace, or nil.
+func (sh *shard) oldest() *buffered {
+	for sh.byAgeHead < len(sh.byAge) {
+		b := sh.byAge[sh.byAgeHead]
+		if !b.decided {
+			return b
+		}
+		sh.byAge[sh.byAgeHead] = nil
+		sh.byAgeHead++
+	}
+	return nil
+}
+
+// expire decides every trace that is complete at now, and flushes late spans.
+func (sh *shard) expire(ctx context.Context, now time.Time) {
+	for len(sh.quiet) > 0 && !sh.quiet[0].due.After(now) {
+		e := heap.Pop(&sh.quiet).(quietEntry)
+		b := e.b
+		b.inQuiet = false
+		if b.decided {
+			continue
+		}
+		if due := b.LastSeen.Add(sh.cfg.QuietPeriod); due.After(now) {
+			b.inQuiet = true
+			heap.Push(&sh.quiet, quietEntry{due: due, b: b})
+			continue
+		}
+		sh.decide(ctx, b, now, causeQuiet)
+	}
+	deadline := now.Add(-sh.cfg.MaxWait)
+	for {
+		b := sh.oldest()
+		if b == nil || b.FirstSeen.After(deadline) {
+			break
+		}
+		sh.decide(ctx, b, now, causeMaxWait)
+	}
+	sh.compactAge()
+	for id, k := range sh.late {
+		delete(sh.late, id)
+		sh.emit(ctx, k)
+	}
+}
+
+// compactAge drops the decided prefix of byAge once it dominates the slice.
+func (sh *shard) compactAge() {
+	if sh.byAgeHead > 1024 && sh.byAgeHead > len(sh.byAge)/2 {
+		n := copy(sh.byAge, sh.byAge[sh.byAgeHead:])
+		clear(sh.byAge[n:])
+		sh.byAge = sh.byAge[:n]
+		sh.byAgeHead = 0
+	}
+}
+
+// decide runs the policy on b and sends it on or settles it.
+func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause string) {
+	b.decided = true
+	delete(sh.traces, b.ID)
+	sh.bytes -= int64(b.Bytes)
+	sh.s.bufferedBytes.Add(-int64(b.Bytes))
+	m := sh.s.m
+	m.tracesBuffered.Dec()
+	m.spansBuffered.Sub(float64(len(b.Spans)))
+	m.bytesBuffered.Sub(float64(b.Bytes))
+	m.completed.WithLabelValues(cause).Inc()
+	m.decisionWait.Observe(now.Sub(b.FirstSeen).Seconds())
+	if b.root < 0 {
+		m.noRoot.Inc()
+	}
+
+	v := sh.s.policy().Decide(&b.Trace)
+	if v.Decision != Keep {
+		m.decided.WithLabelValues("drop", v.Reason).Inc()
+		m.spansDropped.Add(float64(len(b.Spans)))
+		sh.cache.addDropped(b.ID)
+		for i := range b.Spans {
+			if src := b.Spans[i].Src; src != nil {
+				src.Done()
+			}
+		}
+		b.Spans = nil
+		return
+	}
+	m.decided.WithLabelValues("keep", v.Reason).Inc()
+	k := &Kept{
+		ID:          b.ID,
+		SampleRate:  v.SampleRate,
+		Reason:      v.Reason,
+		DecidedAt:   now,
+		RootService: b.RootService(),
+		DurationNs:  int64(b.Duration()),
+		SpanCount:   len(b.Spans),
+		HasError:    b.HasError(),
+	}
+	sh.cache.addKept(b.ID, &decided{verdict: v, summary: *k})
+	k.Spans = b.Spans
+	b.Spans = nil
+	sh.emit(ctx, k)
+}
+
+func (sh *shard) emit(ctx context.Context, k *Kept) {
+	sh.s.m.spansKept.Add(float64(len(k.Spans)))
+	select {
+	case sh.s.out <- k:
+	case <-ctx.Done():
+		// Shutting down before the archive took it: the spans stay
+		// unsettled, so their offsets are not committed and Kafka
+		// delivers them again.
+	}
+}
+
+// flush decides every buffered trace now. Used at the end of a bounded run
+// (tailsift demo) when the input is known to be complete.
+func (sh *shard) flush(ctx context.Context, now time.Time) {
+	for {
+		b := sh.oldest()
+		if b == nil {
+			break
+		}
+		sh.decide(ctx, b, now, causeShutdown)
+	}
+	sh.byAge, sh.byAgeHead = sh.byAge[:0], 0
+	for id, k := range sh.late {
+		delete(sh.late, id)
+		sh.emit(ctx, k)
+	}
+}
+
+type quietEntry struct {
+	due time.Time
+	b   *buffered
+}
+
+// quietHeap is a min-heap of traces by the time they become quiet. A trace
+// has at most one entry; a span arriving after the entry was pushed does not
+// move it: when it comes due the shard re-checks LastSeen and pushes again.
+type quietHeap []quietEntry
+
+func (h quietHeap) Len() int           { return len(h) }
+func (h quietHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h quietHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *quietHeap) Push(x any)        { *h = append(*h, x.(quietEntry)) }
+func (h *quietHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = quietEntry{}
+	*h = old[:len(old)-1]
+	return e
+}

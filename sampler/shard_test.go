@@ -1,0 +1,267 @@
+package sampler
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// keepAll keeps every trace with rate 1; dropAll drops every trace.
+type fixedPolicy struct{ v Verdict }
+
+func (p fixedPolicy) Name() string          { return "fixed" }
+func (p fixedPolicy) Decide(*Trace) Verdict { return p.v }
+
+var (
+	keepAll = fixedPolicy{Verdict{Decision: Keep, SampleRate: 1, Reason: "all"}}
+	dropAll = fixedPolicy{Verdict{Decision: Drop, Reason: "none"}}
+)
+
+// testShard returns a single shard driven by hand, and the channel its kept
+// traces go to.
+func testShard(t *testing.T, cfg Config, p Policy) (*shard, chan *Kept) {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan *Kept, 1024)
+	s := New(cfg, p, out, nil, nil)
+	return s.shards[0], out
+}
+
+func tid(n byte) TraceID { return TraceID{15: n, 0: 1} }
+
+func item(id TraceID, root, isErr bool, src *Pending) Item {
+	var f uint8
+	if root {
+		f |= FlagRoot
+	}
+	if isErr {
+		f |= FlagError
+	}
+	if src != nil {
+		src.Add(1)
+	}
+	return Item{TraceID: id, Span: Span{Raw: make([]byte, 100), Scope: &Scope{Service: "svc"}, Src: src, Start: 1, End: 2, Flags: f}}
+}
+
+func drain(out chan *Kept) []*Kept {
+	var ks []*Kept
+	for {
+		select {
+		case k := <-out:
+			ks = append(ks, k)
+		default:
+			return ks
+		}
+	}
+}
+
+func TestShardCompletion(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+	cfg := Config{Shards: 1, QuietPeriod: 2 * time.Second, MaxWait: 10 * time.Second}
+
+	tests := []struct {
+		name   string
+		spans  func(sh *shard) // adds spans at t0
+		checks []struct {
+			at   time.Duration
+			kept int
+		}
+	}{
+		{
+			name: "root and quiet period",
+			spans: func(sh *shard) {
+				a, b := item(tid(1), false, false, nil), item(tid(1), true, false, nil)
+				sh.add(ctx, &a, t0)
+				sh.add(ctx, &b, t0)
+			},
+			checks: []struct {
+				at   time.Duration
+				kept int
+			}{{time.Second, 0}, {2 * time.Second, 1}},
+		},
+		{
+			name: "no root waits for max wait",
+			spans: func(sh *shard) {
+				a := item(tid(2), false, false, nil)
+				sh.add(ctx, &a, t0)
+			},
+			checks: []struct {
+				at   time.Duration
+				kept int
+			}{{5 * time.Second, 0}, {9 * time.Second, 0}, {10 * time.Second, 1}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sh, out := testShard(t, cfg, keepAll)
+			tc.spans(sh)
+			total := 0
+			for _, c := range tc.checks {
+				sh.expire(ctx, t0.Add(c.at))
+				total += len(drain(out))
+				if total != c.kept {
+					t.Fatalf("at +%v: kept %d traces, want %d", c.at, total, c.kept)
+				}
+			}
+		})
+	}
+}
+
+func TestShardQuietPeriodRestartsOnNewSpan(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+	sh, out := testShard(t, Config{Shards: 1, QuietPeriod: 2 * time.Second, MaxWait: 30 * time.Second}, keepAll)
+	root := item(tid(1), true, false, nil)
+	sh.add(ctx, &root, t0)
+	child := item(tid(1), false, false, nil)
+	sh.add(ctx, &child, t0.Add(1500*time.Millisecond))
+	sh.expire(ctx, t0.Add(2*time.Second))
+	if n := len(drain(out)); n != 0 {
+		t.Fatalf("decided %d traces 0.5s after the last span, want 0", n)
+	}
+	sh.expire(ctx, t0.Add(3500*time.Millisecond))
+	ks := drain(out)
+	if len(ks) != 1 || len(ks[0].Spans) != 2 {
+		t.Fatalf("got %d kept traces, want 1 with 2 spans", len(ks))
+	}
+}
+
+func TestShardSettlesDroppedAndKeptLate(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+	sh, out := testShard(t, Config{Shards: 1, QuietPeriod: time.Second, MaxWait: 5 * time.Second}, dropAll)
+	var src Pending
+	a, b := item(tid(1), true, false, &src), item(tid(1), false, false, &src)
+	sh.add(ctx, &a, t0)
+	sh.add(ctx, &b, t0)
+	if src.Settled() {
+		t.Fatal("settled before the decision")
+	}
+	sh.expire(ctx, t0.Add(time.Second))
+	if !src.Settled() {
+		t.Fatal("dropped trace did not settle its spans")
+	}
+	// A late span of the dropped trace settles at once and starts no trace.
+	late := item(tid(1), false, false, &src)
+	sh.add(ctx, &late, t0.Add(2*time.Second))
+	if !src.Settled() || len(sh.traces) != 0 {
+		t.Fatalf("late span of dropped trace: settled=%v buffered=%d", src.Settled(), len(sh.traces))
+	}
+
+	// Kept trace: late spans are archived with the trace's verdict.
+	sh.s.SetPolicy(fixedPolicy{Verdict{Decision: Keep, SampleRate: 20, Reason: "p"}})
+	c := item(tid(2), true, false, nil)
+	sh.add(ctx, &c, t0)
+	sh.expire(ctx, t0.Add(time.Second))
+	if ks := drain(out); len(ks) != 1 || ks[0].SampleRate != 20 || ks[0].Late {
+		t.Fatalf("kept: %+v", ks)
+	}
+	d := item(tid(2), false, false, nil)
+	sh.add(ctx, &d, t0.Add(3*time.Second))
+	sh.expire(ctx, t0.Add(3*time.Second))
+	ks := drain(out)
+	if len(ks) != 1 || !ks[0].Late || ks[0].SampleRate != 20 || ks[0].Reason != "p" || len(ks[0].Spans) != 1 {
+		t.Fatalf("late kept span: %+v", ks)
+	}
+}
+
+func TestShardSpanLimitAndMemoryBound(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+	sh, out := testShard(t, Config{Shards: 1, MaxSpansPerTrace: 10, MaxBufferedBytes: 1 << 20}, keepAll)
+	for i := 0; i < 25; i++ {
+		it := item(tid(1), false, false, nil)
+		sh.add(ctx, &it, t0)
+	}
+	ks := drain(out)
+	if len(ks) != 1 || len(ks[0].Spans) != 10 {
+		t.Fatalf("span limit: got %d kept, first with %d spans; want 1 with 10", len(ks), len(ks[0].Spans))
+	}
+	// The 15 spans after the limit follow the decision as late spans.
+	sh.expire(ctx, t0)
+	ks = drain(out)
+	if len(ks) != 1 || !ks[0].Late || len(ks[0].Spans) != 15 {
+		t.Fatalf("late after limit: %+v", ks)
+	}
+
+	// Memory: 1 MiB of 100-byte spans in distinct traces; the oldest go first.
+	for i := 0; i < 20_000; i++ {
+		id := TraceID{0: 2, 1: byte(i >> 8), 2: byte(i)}
+		it := item(id, false, false, nil)
+		sh.add(ctx, &it, t0)
+		if sh.bytes > 1<<20 {
+			t.Fatalf("buffered %d bytes, over the 1 MiB bound", sh.bytes)
+		}
+	}
+	first := <-out
+	if first.ID != (TraceID{0: 2}) {
+		t.Fatalf("memory pressure decided %x first, want the oldest trace", first.ID)
+	}
+}
+
+func TestSamplerRunFlush(t *testing.T) {
+	cfg := Config{Shards: 4}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan *Kept, 1024)
+	s := New(cfg, keepAll, out, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	var src Pending
+	var items []Item
+	for i := 0; i < 100; i++ {
+		items = append(items, item(TraceID{0: 1, 1: byte(i)}, false, false, &src))
+	}
+	if err := s.Add(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for len(out) > 0 {
+		k := <-out
+		got += len(k.Spans)
+		k.Release()
+	}
+	if got != 100 || !src.Settled() {
+		t.Fatalf("after Flush: %d spans kept, settled=%v; want 100, true", got, src.Settled())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-out; ok {
+		t.Fatal("Run did not close the output channel")
+	}
+}
+
+// BenchmarkShardAdd measures buffering one span (the map insert or update).
+func BenchmarkShardAdd(b *testing.B) {
+	cfg := Config{Shards: 1, MaxBufferedBytes: 1 << 40}
+	_ = cfg.Validate()
+	out := make(chan *Kept, 1)
+	s := New(cfg, dropAll, out, nil, nil)
+	sh := s.shards[0]
+	now := time.Now()
+	ctx := context.Background()
+	its := make([]Item, 1<<16)
+	for i := range its {
+		its[i] = Item{TraceID: TraceID{0: 1, 1: byte(i >> 12), 2: byte(i >> 4)}, Span: Span{Raw: make([]byte, 200), Scope: &Scope{}}}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i&(1<<16-1) == 0 && i > 0 {
+			b.StopTimer()
+			sh.flush(ctx, now)
+			b.StartTimer()
+		}
+		sh.add(ctx, &its[i&(1<<16-1)], now)
+	}
+}
