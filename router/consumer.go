@@ -286,6 +286,9 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 	if n := c.scanner.invalid[1]; n > 0 {
 		c.m.invalidSpans.WithLabelValues(badSpanID).Add(float64(n))
 	}
+	if n := c.scanner.skewed; n > 0 {
+		c.m.skewedSpans.Add(float64(n))
+	}
 	rec.Add(len(items))
 	c.m.spans.Add(float64(len(items)))
 	return append(batch, items...)
@@ -340,6 +343,7 @@ type Metrics struct {
 	commits          prometheus.Counter
 	commitErrors     prometheus.Counter
 	throttled        prometheus.Counter
+	skewedSpans      prometheus.Counter
 	unsettledRecords *prometheus.GaugeVec
 	unsettledAge     *prometheus.GaugeVec
 }
@@ -368,6 +372,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tailsift_router_offset_commit_errors_total", Help: "Failed offset commits (retried at the next interval)."}),
 		throttled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_router_poll_throttled_total", Help: "Times polling paused because too many records were unsettled."}),
+		skewedSpans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_skewed_spans_total",
+			Help: "Spans whose start is over an hour ahead of or 30 days behind this node's clock, or that end before they start. They are kept."}),
 		unsettledRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tailsift_router_unsettled_records", Help: "Records polled whose spans are not all dropped or durable, by partition."},
 			[]string{"partition"}),
@@ -377,7 +384,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.bytes, m.spans, m.malformed, m.invalidSpans, m.fetchErrors,
-			m.commits, m.commitErrors, m.throttled, m.unsettledRecords, m.unsettledAge)
+			m.commits, m.commitErrors, m.throttled, m.skewedSpans, m.unsettledRecords, m.unsettledAge)
 	}
 	return m
 }

@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tailsift/tailsift/internal/otlpwire"
 	"github.com/tailsift/tailsift/sampler"
@@ -40,7 +41,17 @@ type Scanner struct {
 	src      *sampler.Pending
 	services map[string]string // interned service names
 	invalid  [2]int            // trace_id, span_id faults in the last record
+	skewed   int               // spans of the last record with implausible times
+	now      int64             // unix nanos, set per Scan
 }
+
+// Times further than these from the node's clock are counted as skewed.
+// Skewed spans are kept (their data is still real), but the count tells
+// operators a producer's clock or encoding is off.
+const (
+	maxFuture = int64(time.Hour)
+	maxPast   = int64(30 * 24 * time.Hour)
+)
 
 // NewScanner returns a scanner for the given encoding.
 func NewScanner(encoding string) (*Scanner, error) {
@@ -63,6 +74,8 @@ func (s *Scanner) Scan(value []byte, src *sampler.Pending) ([]sampler.Item, erro
 	s.src = src
 	s.scope = nil
 	s.invalid = [2]int{}
+	s.skewed = 0
+	s.now = time.Now().UnixNano()
 	if s.encoding == EncodingJSON {
 		td, err := (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(value)
 		if err != nil {
@@ -110,6 +123,9 @@ func (s *Scanner) Span(si *otlpwire.SpanInfo) {
 	if len(si.SpanID) != 8 || allZero(si.SpanID) {
 		s.invalid[1]++
 		return
+	}
+	if st := int64(si.Start); st > s.now+maxFuture || st < s.now-maxPast || si.End < si.Start {
+		s.skewed++
 	}
 	var flags uint8
 	if len(si.ParentID) == 0 || allZero(si.ParentID) {

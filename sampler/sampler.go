@@ -105,7 +105,6 @@ type Sampler struct {
 	pool   sync.Pool
 
 	bufferedBytes atomic.Int64
-	flushes       chan chan struct{}
 }
 
 type policyBox struct{ p Policy }
@@ -119,7 +118,7 @@ func New(cfg Config, p Policy, out chan<- *Kept, m *Metrics, clock Clock) *Sampl
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	s := &Sampler{cfg: cfg, m: m, out: out, clock: clock, flushes: make(chan chan struct{})}
+	s := &Sampler{cfg: cfg, m: m, out: out, clock: clock}
 	s.SetPolicy(p)
 	s.shards = make([]*shard, cfg.Shards)
 	for i := range s.shards {
@@ -196,18 +195,45 @@ func (s *Sampler) send(ctx context.Context, n int, b []Item) error {
 // returns when the shards have sent the kept ones on. For bounded runs whose
 // input is known to have ended.
 func (s *Sampler) Flush(ctx context.Context) error {
-	done := make(chan struct{})
-	select {
-	case s.flushes <- done:
-	case <-ctx.Done():
-		return ctx.Err()
+	return s.onShards(ctx, func(sh *shard, now time.Time) { sh.flush(ctx, now) })
+}
+
+// Handoff removes every buffered trace for which mine returns false and
+// returns its spans, still unsettled, for the caller to send to the trace's
+// new owner. Used when the ring changes, and for all traces when this node
+// leaves. Decisions already made stay in this node's cache.
+func (s *Sampler) Handoff(ctx context.Context, mine func(*TraceID) bool) ([]Item, error) {
+	var mu sync.Mutex
+	var out []Item
+	err := s.onShards(ctx, func(sh *shard, _ time.Time) {
+		its := sh.handoff(mine)
+		mu.Lock()
+		out = append(out, its...)
+		mu.Unlock()
+	})
+	return out, err
+}
+
+// onShards runs fn on every shard goroutine, after the shard has taken
+// every batch queued before the call, and waits for all.
+func (s *Sampler) onShards(ctx context.Context, fn func(sh *shard, now time.Time)) error {
+	dones := make([]chan struct{}, len(s.shards))
+	for i, sh := range s.shards {
+		dones[i] = make(chan struct{})
+		select {
+		case sh.ctl <- shardCall{fn: fn, done: dones[i]}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	for _, d := range dones {
+		select {
+		case <-d:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+	return nil
 }
 
 // Run runs the shards until ctx is done, then closes the output channel.
@@ -215,67 +241,50 @@ func (s *Sampler) Flush(ctx context.Context) error {
 // deliver their spans again after a restart.
 func (s *Sampler) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	ctls := make([]chan chan struct{}, len(s.shards))
-	for i, sh := range s.shards {
-		ctl := make(chan chan struct{})
-		ctls[i] = ctl
-		wg.Go(func() { sh.loop(ctx, s.clock, ctl) })
+	for _, sh := range s.shards {
+		wg.Go(func() { sh.loop(ctx, s.clock) })
 	}
-	wg.Go(func() {
-		for {
-			select {
-			case done := <-s.flushes:
-				for _, ctl := range ctls {
-					d := make(chan struct{})
-					select {
-					case ctl <- d:
-						<-d
-					case <-ctx.Done():
-					}
-				}
-				close(done)
-			case <-ctx.Done():
-				return
-			}
-		}
-	})
 	wg.Wait()
 	close(s.out)
 	return nil
 }
 
-// loop is run with a control channel for Flush requests.
-func (sh *shard) loop(ctx context.Context, clock Clock, ctl chan chan struct{}) {
+// shardCall is work run on a shard goroutine.
+type shardCall struct {
+	fn   func(sh *shard, now time.Time)
+	done chan struct{}
+}
+
+// loop is the shard goroutine.
+func (sh *shard) loop(ctx context.Context, clock Clock) {
 	tick := time.NewTicker(sh.cfg.TickInterval)
 	defer tick.Stop()
+	take := func(batch []Item) {
+		now := clock.Now()
+		for i := range batch {
+			sh.add(ctx, &batch[i], now)
+		}
+		sh.s.putBatch(batch)
+	}
 	for {
 		select {
 		case batch := <-sh.in:
-			now := clock.Now()
-			for i := range batch {
-				sh.add(ctx, &batch[i], now)
-			}
-			sh.s.putBatch(batch)
+			take(batch)
 		case <-tick.C:
 			sh.expire(ctx, clock.Now())
-		case done := <-ctl:
-			// Take what is queued first, so Flush covers every Add that
-			// returned before it.
-			for {
+		case call := <-sh.ctl:
+			// Take what is queued first, so the call covers every Add
+			// that returned before it.
+			for drained := false; !drained; {
 				select {
 				case batch := <-sh.in:
-					now := clock.Now()
-					for i := range batch {
-						sh.add(ctx, &batch[i], now)
-					}
-					sh.s.putBatch(batch)
-					continue
+					take(batch)
 				default:
+					drained = true
 				}
-				break
 			}
-			sh.flush(ctx, clock.Now())
-			close(done)
+			call.fn(sh, clock.Now())
+			close(call.done)
 		case <-ctx.Done():
 			return
 		}
@@ -294,6 +303,7 @@ type Metrics struct {
 	lateSpans      *prometheus.CounterVec
 	noRoot         prometheus.Counter
 	decisionWait   prometheus.Histogram
+	handedOff      prometheus.Counter
 }
 
 // NewMetrics creates the sampler metrics and registers them with reg (nil:
@@ -326,10 +336,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name:    "tailsift_sampler_decision_wait_seconds",
 			Help:    "Time from a trace's first span to its decision.",
 			Buckets: []float64{0.1, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120}}),
+		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_sampler_handed_off_spans_total", Help: "Buffered spans handed to another node after a ring change."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.spansBuffered, m.bytesBuffered, m.tracesBuffered, m.completed, m.decided,
-			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.decisionWait)
+			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.decisionWait, m.handedOff)
 	}
 	return m
 }

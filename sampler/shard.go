@@ -43,7 +43,8 @@ type shard struct {
 	cache *decisionCache
 	late  map[TraceID]*Kept // late spans of kept traces, flushed each tick
 
-	in chan []Item
+	in  chan []Item
+	ctl chan shardCall
 }
 
 func newShard(s *Sampler) *shard {
@@ -54,6 +55,7 @@ func newShard(s *Sampler) *shard {
 		cache:  newDecisionCache(s.cfg.DecisionCacheSize / s.cfg.Shards),
 		late:   make(map[TraceID]*Kept),
 		in:     make(chan []Item, s.cfg.QueueBatches),
+		ctl:    make(chan shardCall),
 	}
 }
 
@@ -168,16 +170,41 @@ func (sh *shard) compactAge() {
 	}
 }
 
-// decide runs the policy on b and sends it on or settles it.
-func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause string) {
-	b.decided = true
-	delete(sh.traces, b.ID)
+// handoff removes the traces mine rejects and returns their spans.
+func (sh *shard) handoff(mine func(*TraceID) bool) []Item {
+	var out []Item
+	for id, b := range sh.traces {
+		if mine(&id) {
+			continue
+		}
+		b.decided = true
+		delete(sh.traces, id)
+		sh.release(b)
+		for _, sp := range b.Spans {
+			out = append(out, Item{TraceID: id, Span: sp})
+		}
+		b.Spans = nil
+	}
+	sh.s.m.handedOff.Add(float64(len(out)))
+	return out
+}
+
+// release removes b's bytes and spans from the buffer accounting.
+func (sh *shard) release(b *buffered) {
 	sh.bytes -= int64(b.Bytes)
 	sh.s.bufferedBytes.Add(-int64(b.Bytes))
 	m := sh.s.m
 	m.tracesBuffered.Dec()
 	m.spansBuffered.Sub(float64(len(b.Spans)))
 	m.bytesBuffered.Sub(float64(b.Bytes))
+}
+
+// decide runs the policy on b and sends it on or settles it.
+func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause string) {
+	b.decided = true
+	delete(sh.traces, b.ID)
+	sh.release(b)
+	m := sh.s.m
 	m.completed.WithLabelValues(cause).Inc()
 	m.decisionWait.Observe(now.Sub(b.FirstSeen).Seconds())
 	if b.root < 0 {

@@ -265,3 +265,38 @@ func BenchmarkShardAdd(b *testing.B) {
 		sh.add(ctx, &its[i&(1<<16-1)], now)
 	}
 }
+
+func TestSamplerHandoff(t *testing.T) {
+	cfg := Config{Shards: 3}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan *Kept, 16)
+	s := New(cfg, keepAll, out, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	var items []Item
+	for i := 0; i < 50; i++ {
+		items = append(items, item(TraceID{0: 1, 15: byte(i)}, false, false, nil), item(TraceID{0: 1, 15: byte(i)}, false, false, nil))
+	}
+	if err := s.Add(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	odd := func(id *TraceID) bool { return id[15]%2 == 0 }
+	got, err := s.Handoff(ctx, odd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 50 {
+		t.Fatalf("handed off %d spans, want 50", len(got))
+	}
+	for _, it := range got {
+		if odd(&it.TraceID) {
+			t.Fatalf("handed off trace %x that stays", it.TraceID)
+		}
+	}
+	if b := s.BufferedBytes(); b != 50*100 {
+		t.Fatalf("buffered bytes after handoff = %d, want %d", b, 50*100)
+	}
+}
