@@ -20,7 +20,8 @@ type Kept struct {
 	// Summary of the whole trace at decision time; the same for late spans of
 	// the trace, so every archived row of a trace carries one set of values.
 	RootService string
-	RootName    string // filled by the archive when empty
+	RootName    string
+	Start       int64 // earliest span start, Unix nanoseconds
 	DurationNs  int64
 	SpanCount   int
 	HasError    bool

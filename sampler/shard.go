@@ -231,6 +231,8 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 		Reason:      v.Reason,
 		DecidedAt:   now,
 		RootService: b.RootService(),
+		RootName:    b.RootName(),
+		Start:       b.Start(),
 		DurationNs:  int64(b.Duration()),
 		SpanCount:   len(b.Spans),
 		HasError:    b.HasError(),

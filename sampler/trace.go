@@ -1,6 +1,10 @@
 package sampler
 
-import "time"
+import (
+	"time"
+
+	"github.com/tailsift/tailsift/internal/otlpwire"
+)
 
 // Trace is the unit a policy decides on: every span buffered for one trace ID.
 // Policies read it on the shard goroutine and must not retain it.
@@ -76,4 +80,19 @@ func (t *Trace) RootService() string {
 		return t.Spans[0].Scope.Service
 	}
 	return ""
+}
+
+// RootName is the root span's name, or "" when the root is missing. It
+// decodes the root span's bytes, so call it once per kept trace, not per
+// span.
+func (t *Trace) RootName() string {
+	r := t.Root()
+	if r == nil {
+		return ""
+	}
+	var si otlpwire.SpanInfo
+	if otlpwire.ScanSpan(r.Raw, &si) != nil {
+		return ""
+	}
+	return string(si.Name)
 }

@@ -1,0 +1,116 @@
+package archive
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config configures a Writer.
+type Config struct {
+	// URL is file:///absolute/dir or s3://bucket/prefix.
+	URL string
+	// RollBytes closes a file once the rows written to it reach about this
+	// many uncompressed bytes (default 256 MiB, about 40 MiB on disk).
+	RollBytes int64
+	// RollAge closes a file this long after it was opened (default 5m). It
+	// bounds how long kept spans wait to become durable, and so how far the
+	// committed Kafka offsets lag.
+	RollAge time.Duration
+	// RowGroupBytes is the uncompressed size of a row group (default 32 MiB).
+	// Rows are sorted by trace and start time within a row group.
+	RowGroupBytes int64
+	// NodeID goes into file names so nodes never collide.
+	NodeID string
+	// SpoolDir holds finished files until they are uploaded (s3:// only).
+	// Default: $TMPDIR/tailsift-spool-<node>.
+	SpoolDir string
+	// S3 configures the s3:// store.
+	S3     S3Config
+	Logger *slog.Logger
+}
+
+// S3Config configures object storage. Credentials come from the standard
+// AWS chain (environment, shared config, instance role).
+type S3Config struct {
+	Region    string
+	Endpoint  string // override, for S3-compatible servers
+	PathStyle bool   // address the bucket in the path (MinIO, versitygw)
+}
+
+// location is a parsed archive URL.
+type location struct {
+	scheme string // "file" or "s3"
+	dir    string // file: the directory
+	bucket string // s3
+	prefix string // s3, without leading or trailing slash
+}
+
+func parseURL(raw string) (location, error) {
+	u, err := url.Parse(raw)
+	if err != nil || raw == "" {
+		return location{}, fmt.Errorf("archive.url: %q is not a URL (allowed: file:///path, s3://bucket/prefix)", raw)
+	}
+	switch u.Scheme {
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return location{}, fmt.Errorf("archive.url: %q: a file URL needs an absolute path (file:///path)", raw)
+		}
+		if !filepath.IsAbs(u.Path) {
+			return location{}, fmt.Errorf("archive.url: %q: a file URL needs an absolute path (file:///path)", raw)
+		}
+		return location{scheme: "file", dir: filepath.Clean(u.Path)}, nil
+	case "s3":
+		if u.Host == "" {
+			return location{}, fmt.Errorf("archive.url: %q: missing bucket (s3://bucket/prefix)", raw)
+		}
+		return location{scheme: "s3", bucket: u.Host, prefix: strings.Trim(u.Path, "/")}, nil
+	}
+	return location{}, fmt.Errorf("archive.url: scheme %q is not allowed (allowed: file:///path, s3://bucket/prefix)", u.Scheme)
+}
+
+func (c *Config) setDefaults() {
+	if c.RollBytes == 0 {
+		c.RollBytes = 256 << 20
+	}
+	if c.RollAge == 0 {
+		c.RollAge = 5 * time.Minute
+	}
+	if c.RowGroupBytes == 0 {
+		c.RowGroupBytes = 32 << 20
+	}
+	if c.RowGroupBytes > c.RollBytes {
+		c.RowGroupBytes = c.RollBytes
+	}
+	if c.NodeID == "" {
+		c.NodeID = "node"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate checks c, naming each key at fault.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, err := parseURL(c.URL); err != nil {
+		errs = append(errs, err)
+	}
+	if c.RollBytes < 0 || (c.RollBytes > 0 && c.RollBytes < 1<<20) {
+		errs = append(errs, fmt.Errorf("archive.roll_bytes: must be at least 1MiB, got %d", c.RollBytes))
+	}
+	if c.RollAge < 0 || (c.RollAge > 0 && c.RollAge < time.Second) {
+		errs = append(errs, fmt.Errorf("archive.roll_age: must be at least 1s, got %v", c.RollAge))
+	}
+	if c.RowGroupBytes < 0 {
+		errs = append(errs, fmt.Errorf("archive.row_group_bytes: must be positive, got %d", c.RowGroupBytes))
+	}
+	if strings.ContainsAny(c.NodeID, "/\\ ") {
+		errs = append(errs, fmt.Errorf("node_id: %q may not contain slashes or spaces (it names archive files)", c.NodeID))
+	}
+	return errors.Join(errs...)
+}

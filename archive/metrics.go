@@ -1,0 +1,52 @@
+package archive
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the archive's Prometheus metrics.
+type Metrics struct {
+	spans     prometheus.Counter
+	files     prometheus.Counter
+	bytes     prometheus.Counter
+	openFiles prometheus.Gauge
+	lastFile  prometheus.Gauge
+	errors    *prometheus.CounterVec
+
+	uploads        prometheus.Counter
+	uploadedBytes  prometheus.Counter
+	uploadFailures prometheus.Counter
+	spoolFiles     prometheus.Gauge
+}
+
+// NewMetrics registers the archive metrics with reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		spans: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_spans_written_total",
+			Help: "Spans written to closed, durable archive files."}),
+		files: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_files_written_total",
+			Help: "Parquet files closed durably."}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_bytes_written_total",
+			Help: "Bytes of Parquet files closed durably."}),
+		openFiles: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tailsift_archive_open_files",
+			Help: "Parquet files being written."}),
+		lastFile: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tailsift_archive_last_file_timestamp_seconds",
+			Help: "When the last archive file was closed durably."}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tailsift_archive_errors_total",
+			Help: "Archive errors by stage (decode, write)."}, []string{"stage"}),
+		uploads: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_uploads_total",
+			Help: "Files uploaded to object storage."}),
+		uploadedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_uploaded_bytes_total",
+			Help: "Bytes uploaded to object storage."}),
+		uploadFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_upload_failures_total",
+			Help: "Failed upload attempts; the file stays in the spool and is retried."}),
+		spoolFiles: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tailsift_archive_spool_files",
+			Help: "Finished files waiting in the local spool for upload."}),
+	}
+	for _, s := range []string{"decode", "write"} {
+		m.errors.WithLabelValues(s)
+	}
+	if reg != nil {
+		reg.MustRegister(m.spans, m.files, m.bytes, m.openFiles, m.lastFile, m.errors,
+			m.uploads, m.uploadedBytes, m.uploadFailures, m.spoolFiles)
+	}
+	return m
+}

@@ -1,0 +1,208 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// s3Store puts finished files into a bucket.
+type s3Store struct {
+	client *s3.Client
+	up     *manager.Uploader
+	bucket string
+	prefix string
+}
+
+func newS3Client(ctx context.Context, c S3Config) (*s3.Client, error) {
+	var opts []func(*config.LoadOptions) error
+	if c.Region != "" {
+		opts = append(opts, config.WithRegion(c.Region))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("loading AWS configuration: %w", err)
+	}
+	if awsCfg.Region == "" {
+		awsCfg.Region = "us-east-1" // S3-compatible servers accept any region
+	}
+	return s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if c.Endpoint != "" {
+			o.BaseEndpoint = aws.String(c.Endpoint)
+		}
+		o.UsePathStyle = c.PathStyle
+		// Checksums only where the API requires them: S3-compatible
+		// servers vary in which of the newer ones they accept.
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	}), nil
+}
+
+func newS3Store(ctx context.Context, loc location, c S3Config) (*s3Store, error) {
+	client, err := newS3Client(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return &s3Store{
+		client: client,
+		// Files above 16 MiB go up in 16 MiB parts, 4 at a time.
+		up:     manager.NewUploader(client, func(u *manager.Uploader) { u.PartSize = 16 << 20; u.Concurrency = 4 }),
+		bucket: loc.bucket,
+		prefix: loc.prefix,
+	}, nil
+}
+
+func (s *s3Store) key(rel string) string {
+	return path.Join(s.prefix, filepath.ToSlash(rel))
+}
+
+func (s *s3Store) put(ctx context.Context, rel, file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = s.up.Upload(ctx, &s3.PutObjectInput{
+		Bucket:      aws.String(s.bucket),
+		Key:         aws.String(s.key(rel)),
+		Body:        f,
+		ContentType: aws.String("application/vnd.apache.parquet"),
+	})
+	return err
+}
+
+// uploader moves finished files from the spool to object storage, oldest
+// first, retrying with backoff while the store is unreachable. A file leaves
+// the spool only after the store acknowledged it, and files left in the
+// spool by an earlier run are uploaded when the next one starts.
+type uploader struct {
+	store *s3Store
+	dir   string
+	m     *Metrics
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	queue    []string
+	finished bool
+	wake     chan struct{}
+}
+
+func newUploader(store *s3Store, dir string, m *Metrics, log *slog.Logger) *uploader {
+	return &uploader{store: store, dir: dir, m: m, log: log, wake: make(chan struct{}, 1)}
+}
+
+func (u *uploader) signal() {
+	select {
+	case u.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (u *uploader) enqueue(file string) {
+	u.mu.Lock()
+	u.queue = append(u.queue, file)
+	u.m.spoolFiles.Set(float64(len(u.queue)))
+	u.mu.Unlock()
+	u.signal()
+}
+
+// finish makes run return once the queue is empty.
+func (u *uploader) finish() {
+	u.mu.Lock()
+	u.finished = true
+	u.mu.Unlock()
+	u.signal()
+}
+
+func (u *uploader) next() (file string, ok, done bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.queue) > 0 {
+		return u.queue[0], true, false
+	}
+	return "", false, u.finished
+}
+
+func (u *uploader) pop() {
+	u.mu.Lock()
+	u.queue = u.queue[1:]
+	u.m.spoolFiles.Set(float64(len(u.queue)))
+	u.mu.Unlock()
+}
+
+func (u *uploader) run(ctx context.Context) error {
+	left, err := filepath.Glob(filepath.Join(u.dir, "dt=*", "hour=*", "part-*.parquet"))
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		u.log.Info("uploading files spooled by a previous run", "files", len(left))
+		u.mu.Lock()
+		u.queue = append(left, u.queue...)
+		u.mu.Unlock()
+	}
+	backoff := time.Second
+	for {
+		file, ok, done := u.next()
+		if done {
+			return nil
+		}
+		if !ok {
+			select {
+			case <-u.wake:
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if err := u.upload(ctx, file); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			u.m.uploadFailures.Inc()
+			u.log.Warn("upload failed; the file stays in the spool and is retried", "file", file, "retry_in", backoff, "err", err)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			backoff = min(backoff*2, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+		u.pop()
+	}
+}
+
+func (u *uploader) upload(ctx context.Context, file string) error {
+	rel, err := filepath.Rel(u.dir, file)
+	if err != nil {
+		return err
+	}
+	st, err := os.Stat(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // uploaded and removed by an earlier attempt
+	}
+	if err != nil {
+		return err
+	}
+	actx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if err := u.store.put(actx, rel, file); err != nil {
+		return err
+	}
+	u.m.uploads.Inc()
+	u.m.uploadedBytes.Add(float64(st.Size()))
+	return os.Remove(file)
+}

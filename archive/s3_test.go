@@ -1,0 +1,143 @@
+package archive
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/parquet-go/parquet-go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tailsift/tailsift/internal/s3test"
+	"github.com/tailsift/tailsift/sampler"
+)
+
+// download fetches every object under prefix through the S3 API into a
+// local directory with the same layout.
+func download(t *testing.T, srv *s3test.Server, prefix string) string {
+	t.Helper()
+	ctx := context.Background()
+	client, err := newS3Client(ctx, S3Config{Endpoint: srv.Endpoint, PathStyle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p := s3.NewListObjectsV2Paginator(client, &s3.ListObjectsV2Input{Bucket: aws.String(srv.Bucket), Prefix: aws.String(prefix + "/")})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range page.Contents {
+			out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(srv.Bucket), Key: o.Key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			local := filepath.Join(dir, strings.TrimPrefix(*o.Key, prefix+"/"))
+			os.MkdirAll(filepath.Dir(local), 0o755)
+			f, _ := os.Create(local)
+			if _, err := f.ReadFrom(out.Body); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			out.Body.Close()
+		}
+	}
+	return dir
+}
+
+func countRows(t *testing.T, dir string) int {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "dt=*", "hour=*", "part-*.parquet"))
+	n := 0
+	for _, f := range files {
+		rows, err := parquet.ReadFile[Row](f)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		n += len(rows)
+	}
+	return n
+}
+
+func TestS3Archive(t *testing.T) {
+	srv := s3test.Start(t)
+	spool := t.TempDir()
+	in, done := startWriter(t, Config{URL: srv.URL("spans"), SpoolDir: spool, NodeID: "n1",
+		S3: S3Config{Endpoint: srv.Endpoint, PathStyle: true}}, nil)
+	var src sampler.Pending
+	start := time.Now().Add(-time.Minute)
+	for i := 0; i < 100; i++ {
+		for _, k := range keptTraces(t, testTraces(start), &src, start) {
+			in <- k
+		}
+	}
+	close(in)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := countRows(t, download(t, srv, "spans")); n != 300 {
+		t.Fatalf("read %d rows back from S3, wrote 300", n)
+	}
+	if left, _ := filepath.Glob(filepath.Join(spool, "dt=*", "hour=*", "*.parquet")); len(left) != 0 {
+		t.Fatalf("spool not drained: %v", left)
+	}
+}
+
+// TestS3OutageLosesNothing stops the S3 server for 30 seconds while the
+// archive keeps writing: files wait in the spool (their spans settled, since
+// the spool is durable), uploads are retried, and once the server is back
+// everything arrives.
+func TestS3OutageLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes 30s")
+	}
+	srv := s3test.Start(t)
+	spool := t.TempDir()
+	m := NewMetrics(nil)
+	in, done := startWriter(t, Config{URL: srv.URL("spans"), SpoolDir: spool, RollAge: time.Second,
+		S3: S3Config{Endpoint: srv.Endpoint, PathStyle: true}}, m)
+	start := time.Now().Add(-time.Minute)
+	var src sampler.Pending
+	sent := 0
+	send := func(n int) {
+		for i := 0; i < n; i++ {
+			for _, k := range keptTraces(t, testTraces(start), &src, start) {
+				sent += len(k.Spans)
+				in <- k
+			}
+		}
+	}
+	send(50)
+	srv.Stop()
+	outage := time.Now()
+	for time.Since(outage) < 30*time.Second {
+		send(10)
+		time.Sleep(500 * time.Millisecond)
+	}
+	if testutil.ToFloat64(m.uploadFailures) == 0 {
+		t.Fatal("no upload failed while the server was down")
+	}
+	if spooled, _ := filepath.Glob(filepath.Join(spool, "dt=*", "hour=*", "part-*.parquet")); len(spooled) == 0 {
+		t.Fatal("nothing waiting in the spool during the outage")
+	}
+	srv.Restart()
+	send(50)
+	close(in)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := countRows(t, download(t, srv, "spans")); got != sent {
+		t.Fatalf("read %d rows back from S3, sent %d", got, sent)
+	}
+	if !src.Settled() {
+		t.Fatal("spans not settled")
+	}
+	if left, _ := filepath.Glob(filepath.Join(spool, "dt=*", "hour=*", "*.parquet")); len(left) != 0 {
+		t.Fatalf("spool not drained: %v", left)
+	}
+}

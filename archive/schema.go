@@ -1,0 +1,105 @@
+package archive
+
+// Row is one span as archived. The struct is the schema: parquet-go derives
+// the Parquet schema from its tags. Rules, so that DuckDB, Spark and Trino
+// read every file without options:
+//   - ids are lowercase hex strings (what users paste from UIs and logs);
+//   - times are TIMESTAMP(MICROS, UTC) with the exact int64 nanoseconds
+//     beside them — no TIMESTAMP(NANOS), which Spark refuses and DuckDB
+//     truncates when UTC-adjusted;
+//   - no unsigned integers;
+//   - low-cardinality strings are dictionary-encoded, and every column is
+//     zstd-compressed (writer option).
+//
+// Trace-level columns repeat on every row of a trace so that most questions
+// ("p99 of checkout traces with errors") need no self-join.
+type Row struct {
+	TraceID      string `parquet:"trace_id"`
+	SpanID       string `parquet:"span_id"`
+	ParentSpanID string `parquet:"parent_span_id"` // "" for a root span
+	TraceState   string `parquet:"trace_state"`
+	ServiceName  string `parquet:"service_name,dict"`
+	Name         string `parquet:"name,dict"`
+	Kind         string `parquet:"kind,dict"` // SERVER, CLIENT, INTERNAL, PRODUCER, CONSUMER, UNSPECIFIED
+
+	StartTime         int64 `parquet:"start_time,timestamp(microsecond:utc)"`
+	StartTimeUnixNano int64 `parquet:"start_time_unix_nano"`
+	EndTimeUnixNano   int64 `parquet:"end_time_unix_nano"`
+	DurationNs        int64 `parquet:"duration_ns"`
+
+	StatusCode    string `parquet:"status_code,dict"` // UNSET, OK, ERROR
+	StatusMessage string `parquet:"status_message,dict"`
+	ScopeName     string `parquet:"scope_name,dict"`
+	ScopeVersion  string `parquet:"scope_version,dict"`
+
+	// Promoted attributes (OpenTelemetry semantic conventions), NULL when
+	// absent. They are not repeated in Attributes.
+	HTTPRequestMethod      *string `parquet:"http_request_method,optional,dict"`
+	HTTPRoute              *string `parquet:"http_route,optional,dict"`
+	HTTPResponseStatusCode *int64  `parquet:"http_response_status_code,optional"`
+	URLPath                *string `parquet:"url_path,optional"`
+	DBSystem               *string `parquet:"db_system,optional,dict"`
+	RPCService             *string `parquet:"rpc_service,optional,dict"`
+	RPCMethod              *string `parquet:"rpc_method,optional,dict"`
+	K8sNamespaceName       *string `parquet:"k8s_namespace_name,optional,dict"`
+	DeploymentEnvironment  *string `parquet:"deployment_environment,optional,dict"`
+
+	Attributes         map[string]string `parquet:"attributes"`
+	ResourceAttributes map[string]string `parquet:"resource_attributes"`
+	Events             []Event           `parquet:"events,list"`
+	Links              []Link            `parquet:"links,list"`
+
+	// Trace-level columns, the same on every row of a trace.
+	TraceRootService string  `parquet:"trace_root_service,dict"`
+	TraceRootName    string  `parquet:"trace_root_name,dict"`
+	TraceDurationNs  int64   `parquet:"trace_duration_ns"`
+	TraceSpanCount   int64   `parquet:"trace_span_count"`
+	TraceHasError    bool    `parquet:"trace_has_error"`
+	SampleRate       float64 `parquet:"sample_rate"`
+	KeepReason       string  `parquet:"keep_reason,dict"`
+	DecidedAt        int64   `parquet:"decided_at,timestamp(microsecond:utc)"`
+	// Late is true for spans that arrived after their trace was decided and
+	// followed the decision.
+	Late bool `parquet:"late"`
+}
+
+// Event is a span event (exceptions, logs attached to the span).
+type Event struct {
+	TimeUnixNano int64             `parquet:"time_unix_nano"`
+	Name         string            `parquet:"name"`
+	Attributes   map[string]string `parquet:"attributes"`
+}
+
+// Link is a span link to another span, possibly of another trace.
+type Link struct {
+	TraceID    string            `parquet:"trace_id"`
+	SpanID     string            `parquet:"span_id"`
+	TraceState string            `parquet:"trace_state"`
+	Attributes map[string]string `parquet:"attributes"`
+}
+
+// promoted maps attribute keys to the Row column that stores them. Resource
+// attributes named here are promoted too (k8s.namespace.name usually is one).
+// Both the current and the older semantic-convention names map to a column.
+var promotedString = map[string]func(*Row) **string{
+	"http.request.method":         func(r *Row) **string { return &r.HTTPRequestMethod },
+	"http.method":                 func(r *Row) **string { return &r.HTTPRequestMethod },
+	"http.route":                  func(r *Row) **string { return &r.HTTPRoute },
+	"url.path":                    func(r *Row) **string { return &r.URLPath },
+	"db.system":                   func(r *Row) **string { return &r.DBSystem },
+	"db.system.name":              func(r *Row) **string { return &r.DBSystem },
+	"rpc.service":                 func(r *Row) **string { return &r.RPCService },
+	"rpc.method":                  func(r *Row) **string { return &r.RPCMethod },
+	"k8s.namespace.name":          func(r *Row) **string { return &r.K8sNamespaceName },
+	"deployment.environment.name": func(r *Row) **string { return &r.DeploymentEnvironment },
+	"deployment.environment":      func(r *Row) **string { return &r.DeploymentEnvironment },
+}
+
+var promotedInt = map[string]func(*Row) **int64{
+	"http.response.status_code": func(r *Row) **int64 { return &r.HTTPResponseStatusCode },
+	"http.status_code":          func(r *Row) **int64 { return &r.HTTPResponseStatusCode },
+}
+
+var kindNames = [...]string{"UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"}
+
+var statusNames = [...]string{"UNSET", "OK", "ERROR"}

@@ -1,0 +1,374 @@
+package archive
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress/zstd"
+	"github.com/tailsift/tailsift/sampler"
+)
+
+// Writer writes kept traces to Parquet files. Run owns all its state: one
+// goroutine, no locks.
+type Writer struct {
+	cfg   Config
+	loc   location
+	dir   string // where files are written: the archive (file://) or the spool (s3://)
+	m     *Metrics
+	log   *slog.Logger
+	files map[string]*openFile // by partition, e.g. "dt=2026-11-23/hour=06"
+	rb    *rowBuilder
+	up    *uploader // nil for file://
+	now   func() time.Time
+}
+
+// openFile is a Parquet file being written. Its name starts with a dot and
+// ends in .tmp until it is complete, so readers globbing *.parquet (and
+// Spark, which skips dot files) never see a partial file.
+type openFile struct {
+	part      string
+	tmp, path string
+	f         *os.File
+	w         *parquet.GenericWriter[Row]
+	rows      []Row // current row group, sorted when flushed
+	rowBytes  int64 // estimated uncompressed size of rows
+	size      int64 // estimated uncompressed size written to w
+	spans     int
+	opened    time.Time
+	pending   []*sampler.Pending // settled once the file is durable
+}
+
+// New checks that the archive location is usable and returns a Writer.
+// For file:// the directory is created if needed and must be writable.
+func New(ctx context.Context, cfg Config, m *Metrics) (*Writer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	loc, _ := parseURL(cfg.URL)
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	w := &Writer{cfg: cfg, loc: loc, m: m, log: cfg.Logger, files: make(map[string]*openFile), rb: newRowBuilder(), now: time.Now}
+	switch loc.scheme {
+	case "file":
+		w.dir = loc.dir
+	case "s3":
+		if cfg.SpoolDir == "" {
+			cfg.SpoolDir = filepath.Join(os.TempDir(), "tailsift-spool-"+cfg.NodeID)
+		}
+		w.dir = cfg.SpoolDir
+		store, err := newS3Store(ctx, loc, cfg.S3)
+		if err != nil {
+			return nil, err
+		}
+		w.up = newUploader(store, w.dir, m, w.log)
+	}
+	if err := os.MkdirAll(w.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", w.dir, err)
+	}
+	probe, err := os.CreateTemp(w.dir, ".probe-*")
+	if err != nil {
+		return nil, fmt.Errorf("%s is not writable: %w", w.dir, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	if err := removeIncomplete(w.dir, w.log); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// removeIncomplete deletes files a crash left half-written. Their spans were
+// never settled, so Kafka delivers them again.
+func removeIncomplete(dir string, log *slog.Logger) error {
+	matches, err := filepath.Glob(filepath.Join(dir, "dt=*", "hour=*", ".part-*.tmp"))
+	if err != nil {
+		return err
+	}
+	for _, p := range matches {
+		log.Info("removing incomplete archive file left by a previous run", "path", p)
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run writes every trace received on in, until in is closed; then it closes
+// all open files durably and, for object storage, uploads the spool. If ctx
+// ends first (the shutdown grace period ran out) it closes what it can and
+// returns. A write error is returned: the node stops, and the spans of
+// unfinished files, never settled, are read again from Kafka after restart.
+func (w *Writer) Run(ctx context.Context, in <-chan *sampler.Kept) error {
+	upDone := make(chan error, 1)
+	upCtx, stopUp := context.WithCancel(ctx)
+	defer stopUp()
+	if w.up != nil {
+		go func() { upDone <- w.up.run(upCtx) }()
+	} else {
+		upDone <- nil
+	}
+	every := min(w.cfg.RollAge/4, time.Second)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var err error
+loop:
+	for {
+		select {
+		case k, ok := <-in:
+			if !ok {
+				break loop
+			}
+			if err = w.add(k); err != nil {
+				break loop
+			}
+		case <-tick.C:
+			if err = w.rollAged(); err != nil {
+				break loop
+			}
+		case <-ctx.Done():
+			err = ctx.Err()
+			break loop
+		}
+	}
+	if cerr := w.closeAll(); err == nil {
+		err = cerr
+	}
+	if w.up != nil {
+		w.up.finish() // upload what is spooled, then return
+	}
+	if uerr := <-upDone; err == nil && uerr != nil && !errors.Is(uerr, context.Canceled) {
+		err = uerr
+	}
+	return err
+}
+
+// partitionOf returns the Hive partition of a trace: the hour its first span
+// started, in UTC. A start time that is unset or absurd (more than a day
+// ahead of the decision, or before 2000) falls back to the decision time, so
+// a bad clock cannot scatter files over decades.
+func partitionOf(k *sampler.Kept) string {
+	t := k.DecidedAt
+	if k.Start > 946684800e9 && k.Start < k.DecidedAt.Add(24*time.Hour).UnixNano() {
+		t = time.Unix(0, k.Start)
+	}
+	t = t.UTC()
+	return fmt.Sprintf("dt=%s/hour=%02d", t.Format("2006-01-02"), t.Hour())
+}
+
+func (w *Writer) add(k *sampler.Kept) error {
+	if len(k.Spans) == 0 {
+		return nil
+	}
+	part := partitionOf(k)
+	f := w.files[part]
+	if f == nil {
+		var err error
+		if f, err = w.open(part); err != nil {
+			return err
+		}
+		w.files[part] = f
+	}
+	n := len(f.rows)
+	rows, err := w.rb.appendRows(f.rows, k)
+	if err != nil {
+		w.m.errors.WithLabelValues("decode").Inc()
+		return fmt.Errorf("archive: trace %x: %w", k.ID, err)
+	}
+	f.rows = rows
+	for i := n; i < len(rows); i++ {
+		f.rowBytes += rowSize(&rows[i])
+	}
+	// Keep only what settles the spans: the raw bytes (and the Kafka
+	// records behind them) are free to go once rows hold copies.
+	for i := range k.Spans {
+		if src := k.Spans[i].Src; src != nil {
+			f.pending = append(f.pending, src)
+		}
+	}
+	f.spans += len(k.Spans)
+	k.Spans = nil
+	if f.rowBytes >= w.cfg.RowGroupBytes {
+		if err := w.flushRowGroup(f); err != nil {
+			return err
+		}
+	}
+	if f.size+f.rowBytes >= w.cfg.RollBytes {
+		return w.close(f)
+	}
+	return nil
+}
+
+// rowSize estimates a row's uncompressed size, for rolling by size.
+func rowSize(r *Row) int64 {
+	n := 200 + len(r.TraceID) + len(r.SpanID) + len(r.ParentSpanID) + len(r.TraceState) + len(r.Name) + len(r.StatusMessage)
+	for k, v := range r.Attributes {
+		n += len(k) + len(v) + 8
+	}
+	for k, v := range r.ResourceAttributes {
+		n += len(k) + len(v) + 8
+	}
+	for _, e := range r.Events {
+		n += 16 + len(e.Name)
+		for k, v := range e.Attributes {
+			n += len(k) + len(v) + 8
+		}
+	}
+	n += len(r.Links) * 80
+	return int64(n)
+}
+
+func (w *Writer) open(part string) (*openFile, error) {
+	dir := filepath.Join(w.dir, filepath.FromSlash(part))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		w.m.errors.WithLabelValues("write").Inc()
+		return nil, fmt.Errorf("archive: %w", err)
+	}
+	now := w.now()
+	name := fileName(w.cfg.NodeID, now)
+	f := &openFile{
+		part:   part,
+		path:   filepath.Join(dir, name),
+		tmp:    filepath.Join(dir, "."+name+".tmp"),
+		opened: now,
+	}
+	var err error
+	if f.f, err = os.OpenFile(f.tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err != nil {
+		w.m.errors.WithLabelValues("write").Inc()
+		return nil, fmt.Errorf("archive: %w", err)
+	}
+	f.w = parquet.NewGenericWriter[Row](f.f,
+		parquet.Compression(&zstd.Codec{Level: zstd.SpeedDefault}),
+		// 10 bits per value: about 1% false positives, 1.25 bytes per span.
+		parquet.BloomFilters(parquet.SplitBlockFilter(10, "trace_id")),
+		parquet.PageBufferSize(1<<20),
+		parquet.CreatedBy("tailsift", "1", ""),
+		parquet.KeyValueMetadata("tailsift.schema", "1"),
+	)
+	w.m.openFiles.Inc()
+	return f, nil
+}
+
+// fileName is unique across nodes (node ID), restarts (time) and files
+// opened in the same millisecond (random suffix).
+func fileName(node string, t time.Time) string {
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	return fmt.Sprintf("part-%s-%s-%s.parquet", node, t.UTC().Format("20060102T150405.000Z"), hex.EncodeToString(rnd[:]))
+}
+
+// flushRowGroup sorts the buffered rows by trace and start time and writes
+// them as one row group, so a trace's spans sit together and row-group
+// statistics and the bloom filter prune well.
+func (w *Writer) flushRowGroup(f *openFile) error {
+	if len(f.rows) == 0 {
+		return nil
+	}
+	slices.SortFunc(f.rows, func(a, b Row) int {
+		return cmp.Or(strings.Compare(a.TraceID, b.TraceID), cmp.Compare(a.StartTimeUnixNano, b.StartTimeUnixNano))
+	})
+	if _, err := f.w.Write(f.rows); err != nil {
+		w.m.errors.WithLabelValues("write").Inc()
+		return fmt.Errorf("archive: writing %s: %w", f.tmp, err)
+	}
+	if err := f.w.Flush(); err != nil {
+		w.m.errors.WithLabelValues("write").Inc()
+		return fmt.Errorf("archive: writing %s: %w", f.tmp, err)
+	}
+	clear(f.rows) // drop references to maps and strings
+	f.rows = f.rows[:0]
+	f.size += f.rowBytes
+	f.rowBytes = 0
+	return nil
+}
+
+// close makes f durable — footer written, fsynced, renamed into place,
+// directory synced — and only then settles its spans.
+func (w *Writer) close(f *openFile) error {
+	delete(w.files, f.part)
+	w.m.openFiles.Dec()
+	err := w.flushRowGroup(f)
+	if err == nil {
+		err = f.w.Close()
+	}
+	if err == nil {
+		err = f.f.Sync()
+	}
+	if cerr := f.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.tmp, f.path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(f.path))
+	}
+	if err != nil {
+		w.m.errors.WithLabelValues("write").Inc()
+		os.Remove(f.tmp)
+		return fmt.Errorf("archive: closing %s: %w", f.path, err)
+	}
+	var size int64
+	if st, err := os.Stat(f.path); err == nil {
+		size = st.Size()
+	}
+	w.m.files.Inc()
+	w.m.spans.Add(float64(f.spans))
+	w.m.bytes.Add(float64(size))
+	w.m.lastFile.SetToCurrentTime()
+	w.log.Debug("archive file written", "path", f.path, "spans", f.spans, "bytes", size)
+	for _, p := range f.pending {
+		p.Done()
+	}
+	f.pending = nil
+	if w.up != nil {
+		w.up.enqueue(f.path)
+	}
+	return nil
+}
+
+func (w *Writer) rollAged() error {
+	now := w.now()
+	for _, f := range w.files {
+		if now.Sub(f.opened) >= w.cfg.RollAge {
+			if err := w.close(f); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// closeAll closes every open file; it tries them all and returns the first
+// error.
+func (w *Writer) closeAll() error {
+	var first error
+	for _, f := range w.files {
+		if err := w.close(f); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
