@@ -51,19 +51,26 @@ type location struct {
 }
 
 func parseURL(raw string) (location, error) {
+	if raw != "" && !strings.Contains(raw, "://") {
+		raw = "file://" + raw // a plain path
+	}
 	u, err := url.Parse(raw)
 	if err != nil || raw == "" {
 		return location{}, fmt.Errorf("archive.url: %q is not a URL (allowed: file:///path, s3://bucket/prefix)", raw)
 	}
 	switch u.Scheme {
 	case "file":
-		if u.Host != "" && u.Host != "localhost" {
-			return location{}, fmt.Errorf("archive.url: %q: a file URL needs an absolute path (file:///path)", raw)
+		// file:///abs, or relative to the working directory: file://./dir,
+		// file://dir, or a plain path.
+		p := strings.TrimPrefix(raw, "file://")
+		if u.Host == "localhost" {
+			p = u.Path
 		}
-		if !filepath.IsAbs(u.Path) {
-			return location{}, fmt.Errorf("archive.url: %q: a file URL needs an absolute path (file:///path)", raw)
+		abs, err := filepath.Abs(p)
+		if err != nil || p == "" {
+			return location{}, fmt.Errorf("archive.url: %q: not a usable path (file:///path)", raw)
 		}
-		return location{scheme: "file", dir: filepath.Clean(u.Path)}, nil
+		return location{scheme: "file", dir: abs}, nil
 	case "s3":
 		if u.Host == "" {
 			return location{}, fmt.Errorf("archive.url: %q: missing bucket (s3://bucket/prefix)", raw)

@@ -260,7 +260,6 @@ func TestConfigValidate(t *testing.T) {
 		want string
 	}{
 		{Config{URL: "ftp://x/y"}, "archive.url"},
-		{Config{URL: "file://relative/path"}, "archive.url"},
 		{Config{URL: "s3:///prefix"}, "missing bucket"},
 		{Config{URL: ""}, "archive.url"},
 		{Config{URL: "file:///tmp/x", RollBytes: 10}, "archive.roll_bytes"},
@@ -272,7 +271,7 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want an error naming %q", tc.cfg, err, tc.want)
 		}
 	}
-	for _, u := range []string{"file:///tmp/x", "s3://bucket", "s3://bucket/a/b"} {
+	for _, u := range []string{"file:///tmp/x", "file://./x", "relative/dir", "/abs/dir", "s3://bucket", "s3://bucket/a/b"} {
 		c := Config{URL: u}
 		if err := c.Validate(); err != nil {
 			t.Errorf("Validate(%q) = %v", u, err)

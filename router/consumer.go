@@ -42,6 +42,11 @@ type Config struct {
 	// FetchMaxWait is how long the broker may hold a fetch waiting for data.
 	// Default 500ms.
 	FetchMaxWait time.Duration
+	// SessionTimeout is how long the group waits for a silent member (one
+	// killed without leaving) before reassigning its partitions. Default 45s,
+	// Kafka's; lower means faster recovery after a crash and more rebalances
+	// on a slow network.
+	SessionTimeout time.Duration
 	// ClientOpts are appended to the franz-go options (TLS, SASL, ...).
 	ClientOpts []kgo.Opt
 	Logger     *slog.Logger
@@ -64,6 +69,9 @@ func (c *Config) Validate() error {
 	if c.FetchMaxWait == 0 {
 		c.FetchMaxWait = 500 * time.Millisecond
 	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 45 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -85,6 +93,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CommitInterval < 0 {
 		errs = append(errs, errors.New("kafka.commit_interval: must be positive"))
+	}
+	if c.SessionTimeout < 6*time.Second {
+		errs = append(errs, fmt.Errorf("kafka.session_timeout: must be at least 6s (brokers refuse less), got %v", c.SessionTimeout))
 	}
 	if c.MaxUnsettledRecords < 1 {
 		errs = append(errs, errors.New("kafka.max_unsettled_records: must be at least 1"))
@@ -126,8 +137,14 @@ func NewConsumer(cfg Config, out Dispatcher, m *Metrics) (*Consumer, error) {
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(cfg.FetchMaxWait),
-		kgo.FetchMaxBytes(int32(min(cfg.MaxMessageBytes*2, 1<<30))),
-		kgo.FetchMaxPartitionBytes(int32(min(cfg.MaxMessageBytes, 1<<30))),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		// Fetch sizes are soft limits: a larger first record is still
+		// returned whole, so they bound memory per poll, not message size.
+		// Small per-partition fetches keep partitions read together, which
+		// keeps the spans of a trace close in time.
+		kgo.FetchMaxBytes(16 << 20),
+		kgo.FetchMaxPartitionBytes(2 << 20),
+		kgo.BrokerMaxReadBytes(int32(min(max(cfg.MaxMessageBytes+1<<20, 100<<20), 1<<30))),
 		kgo.OnPartitionsAssigned(c.onAssigned),
 		kgo.OnPartitionsRevoked(c.onRevoked),
 		kgo.OnPartitionsLost(c.onLost),
@@ -188,12 +205,16 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 		if c.waitForRoom(ctx) != nil {
 			break
 		}
-		fetches := c.client.PollRecords(ctx, 5000)
+		// Poll for at most a commit interval, so offsets settled while the
+		// topic is idle are still committed.
+		pctx, cancel := context.WithTimeout(ctx, c.cfg.CommitInterval)
+		fetches := c.client.PollRecords(pctx, 5000)
+		cancel()
 		if fetches.IsClientClosed() {
 			break
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
-			if errors.Is(err, context.Canceled) {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return
 			}
 			c.fetchErr.Store(time.Now().UnixNano())
@@ -314,6 +335,9 @@ func (c *Consumer) commit(ctx context.Context) {
 			}
 		}
 	})
+	if commitErr != nil && ctx.Err() != nil {
+		return // shutting down: the final commit follows
+	}
 	if commitErr != nil {
 		c.m.commitErrors.Inc()
 		c.log.Warn("commit", "offset commit failed; will retry", "err", commitErr)
