@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tailsift/tailsift/internal/otlpwire"
 	"github.com/tailsift/tailsift/sampler"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -47,6 +48,9 @@ type Config struct {
 	// Kafka's; lower means faster recovery after a crash and more rebalances
 	// on a slow network.
 	SessionTimeout time.Duration
+	// Watermarks, if set, is kept up to date by the consumer (see
+	// Watermarks); otherwise the consumer keeps its own.
+	Watermarks *Watermarks
 	// ClientOpts are appended to the franz-go options (TLS, SASL, ...).
 	ClientOpts []kgo.Opt
 	Logger     *slog.Logger
@@ -74,6 +78,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Watermarks == nil {
+		c.Watermarks = NewWatermarks()
 	}
 	var errs []error
 	if len(c.Brokers) == 0 {
@@ -110,6 +117,7 @@ type Consumer struct {
 	scanner *Scanner
 	out     Dispatcher
 	track   *tracker
+	wm      *Watermarks
 	m       *Metrics
 	log     *throttledLog
 
@@ -128,7 +136,7 @@ func NewConsumer(cfg Config, out Dispatcher, m *Metrics) (*Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Consumer{cfg: cfg, scanner: sc, out: out, track: newTracker(cfg.Topic), m: m,
+	c := &Consumer{cfg: cfg, scanner: sc, out: out, track: newTracker(cfg.Topic), wm: cfg.Watermarks, m: m,
 		log: newThrottledLog(cfg.Logger, time.Minute, 10)}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -168,11 +176,16 @@ func (c *Consumer) Ready() bool {
 	return c.assigned.Load() > 0 && (last == 0 || time.Since(time.Unix(0, last)) > 10*time.Second)
 }
 
+// Watermarks is how far in record time each partition has been read: the
+// clock the sampler decides by.
+func (c *Consumer) Watermarks() *Watermarks { return c.wm }
+
 // Client exposes the franz-go client (for lag queries and tests).
 func (c *Consumer) Client() *kgo.Client { return c.client }
 
 func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	c.assigned.Add(int32(len(assigned[c.cfg.Topic])))
+	c.wm.assign(assigned[c.cfg.Topic])
 	c.cfg.Logger.Info("partitions assigned", "topic", c.cfg.Topic, "partitions", assigned[c.cfg.Topic])
 }
 
@@ -180,6 +193,7 @@ func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, assigned map[str
 // group hands them to another member; the rest will be re-read there.
 func (c *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	parts := revoked[c.cfg.Topic]
+	c.wm.revoke(parts)
 	c.track.advance()
 	c.commit(ctx)
 	c.track.forget(parts)
@@ -189,6 +203,7 @@ func (c *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[st
 
 func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	parts := lost[c.cfg.Topic]
+	c.wm.revoke(parts)
 	c.track.forget(parts)
 	c.assigned.Add(-int32(len(parts)))
 	c.cfg.Logger.Warn("partitions lost", "topic", c.cfg.Topic, "partitions", parts)
@@ -199,6 +214,11 @@ func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]in
 // settled offsets one last time, and leaves the group.
 func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.Duration) error {
 	defer c.client.Close()
+	wmCtx, stopWM := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWM()
+	go c.wm.refresh(wmCtx, kadm.NewClient(c.client), c.cfg.Topic, c.cfg.Group, 250*time.Millisecond, func(err error) {
+		c.log.Warn("offsets", "reading log end offsets failed; the watermark waits", "err", err)
+	})
 	var batch []sampler.Item
 	lastCommit := time.Now()
 	for ctx.Err() == nil {
@@ -283,6 +303,12 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 	c.m.records.Inc()
 	c.m.bytes.Add(float64(len(r.Value)))
 	rec := c.track.track(r.Partition, r.Offset, now)
+	// The record's timestamp is when the producer (or the broker) wrote
+	// it: the input clock the sampler decides by. A clock ahead of ours is
+	// clamped to ours.
+	ts := min(r.Timestamp.UnixNano(), now)
+	rec.Pending.TS = ts
+	c.wm.read(r.Partition, r.Offset, ts)
 	if len(r.Value) > c.cfg.MaxMessageBytes {
 		c.m.malformed.WithLabelValues(badOversized).Inc()
 		c.log.Warn(badOversized, "skipped oversized message", "partition", r.Partition, "offset", r.Offset,

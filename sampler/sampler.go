@@ -35,6 +35,13 @@ type Config struct {
 	DecisionCacheSize int
 	// TickInterval is how often shards look for complete traces. Default 100ms.
 	TickInterval time.Duration
+	// InputClock, when set, is the time completion is measured in: a span
+	// arrives at its Pending.TS (the Kafka record timestamp) and a trace
+	// is quiet when InputClock says so. The router's watermarks make this
+	// the slowest partition's progress, so a partition read late, or not
+	// at all for a while, holds decisions back instead of splitting
+	// traces. Nil means the wall clock.
+	InputClock Clock
 	// QueueBatches is the depth, in batches, of each shard's input queue.
 	// Default 64.
 	QueueBatches int
@@ -259,10 +266,16 @@ type shardCall struct {
 func (sh *shard) loop(ctx context.Context, clock Clock) {
 	tick := time.NewTicker(sh.cfg.TickInterval)
 	defer tick.Stop()
+	input := sh.cfg.InputClock
 	take := func(batch []Item) {
 		now := clock.Now()
+		sh.wall = now
 		for i := range batch {
-			sh.add(ctx, &batch[i], now)
+			at := now
+			if src := batch[i].Span.Src; input != nil && src != nil && src.TS != 0 {
+				at = time.Unix(0, src.TS)
+			}
+			sh.add(ctx, &batch[i], at)
 		}
 		sh.s.putBatch(batch)
 	}
@@ -271,7 +284,12 @@ func (sh *shard) loop(ctx context.Context, clock Clock) {
 		case batch := <-sh.in:
 			take(batch)
 		case <-tick.C:
-			sh.expire(ctx, clock.Now())
+			sh.wall = clock.Now()
+			if input != nil {
+				sh.expire(ctx, input.Now())
+			} else {
+				sh.expire(ctx, sh.wall)
+			}
 		case call := <-sh.ctl:
 			// Take what is queued first, so the call covers every Add
 			// that returned before it.
@@ -283,7 +301,8 @@ func (sh *shard) loop(ctx context.Context, clock Clock) {
 					drained = true
 				}
 			}
-			call.fn(sh, clock.Now())
+			sh.wall = clock.Now()
+			call.fn(sh, sh.wall)
 			close(call.done)
 		case <-ctx.Done():
 			return

@@ -45,6 +45,11 @@ type shard struct {
 
 	in  chan []Item
 	ctl chan shardCall
+
+	// wall is the wall-clock time of the current loop iteration, for
+	// DecidedAt; the now passed around is the completion clock (input time
+	// when an InputClock is configured).
+	wall time.Time
 }
 
 func newShard(s *Sampler) *shard {
@@ -229,7 +234,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 		ID:          b.ID,
 		SampleRate:  v.SampleRate,
 		Reason:      v.Reason,
-		DecidedAt:   now,
+		DecidedAt:   sh.decidedAt(now),
 		RootService: b.RootService(),
 		RootName:    b.RootName(),
 		Start:       b.Start(),
@@ -291,4 +296,12 @@ func (h *quietHeap) Pop() any {
 	old[len(old)-1] = quietEntry{}
 	*h = old[:len(old)-1]
 	return e
+}
+
+// decidedAt is the wall-clock time of a decision made at completion time now.
+func (sh *shard) decidedAt(now time.Time) time.Time {
+	if sh.wall.IsZero() {
+		return now // driven by hand, as in tests
+	}
+	return sh.wall
 }

@@ -2,6 +2,7 @@ package sampler
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -298,5 +299,51 @@ func TestSamplerHandoff(t *testing.T) {
 	}
 	if b := s.BufferedBytes(); b != 50*100 {
 		t.Fatalf("buffered bytes after handoff = %d, want %d", b, 50*100)
+	}
+}
+
+// inputClock is an InputClock moved by hand.
+type inputClock struct{ now atomic.Int64 }
+
+func (c *inputClock) Now() time.Time { return time.Unix(0, c.now.Load()) }
+
+// TestSamplerWaitsForInputClock: with an input clock, a trace whose spans
+// were written at T is not decided until the input clock (the slowest
+// partition) passes T plus the quiet period, however long that takes on
+// the wall clock.
+func TestSamplerWaitsForInputClock(t *testing.T) {
+	in := &inputClock{}
+	written := time.Now().Add(-time.Hour)
+	in.now.Store(written.UnixNano())
+	cfg := Config{Shards: 1, QuietPeriod: time.Second, MaxWait: 5 * time.Second, TickInterval: 5 * time.Millisecond, InputClock: in}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan *Kept, 16)
+	s := New(cfg, keepAll, out, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	src := &Pending{TS: written.UnixNano()}
+	if err := s.Add(ctx, []Item{item(tid(1), true, false, src), item(tid(1), false, false, src)}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // an hour after the spans were written, by the wall clock
+	if len(out) != 0 {
+		t.Fatal("decided while the input clock had not moved")
+	}
+	in.now.Store(written.Add(900 * time.Millisecond).UnixNano())
+	time.Sleep(50 * time.Millisecond)
+	if len(out) != 0 {
+		t.Fatal("decided before the quiet period passed in input time")
+	}
+	in.now.Store(written.Add(1100 * time.Millisecond).UnixNano())
+	select {
+	case k := <-out:
+		if len(k.Spans) != 2 || time.Since(k.DecidedAt) > time.Minute {
+			t.Fatalf("kept %d spans, decided at %v; want 2, by the wall clock", len(k.Spans), k.DecidedAt)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not decided after the input clock passed the quiet period")
 	}
 }

@@ -65,6 +65,10 @@ type Scope struct {
 // before any of its spans is handed on.
 type Pending struct {
 	n atomic.Int64
+	// TS is when the unit was written (the Kafka record timestamp, unix
+	// nanoseconds), or 0 when unknown. With an input clock configured, it
+	// is the spans' arrival time.
+	TS int64
 }
 
 // Add raises the count by n.

@@ -41,7 +41,9 @@ func (t *Trace) add(s Span, now time.Time) {
 	}
 	t.Spans = append(t.Spans, s)
 	t.Bytes += len(s.Raw)
-	t.LastSeen = now
+	if now.After(t.LastSeen) {
+		t.LastSeen = now
+	}
 }
 
 // Root returns the trace's root span, or nil when none has arrived.

@@ -35,6 +35,9 @@ func commands() []command {
 		{"demo", "embedded broker + generator + one node, archive in ./tailsift-data", cmdDemo},
 		{"broker", "run an embedded Kafka broker (for demos and tests)", cmdBroker},
 		{"gen", "produce generated OTLP traces to Kafka", cmdGen},
+		{"trace", "trace <trace-id> --archive URL: find one trace in the archive and print it as a tree", cmdTrace},
+		{"retention", "delete the oldest archive partitions until age and size limits hold", cmdRetention},
+		{"config", "config check FILE: validate a configuration and print it, secrets masked", cmdConfig},
 	}
 }
 

@@ -3,9 +3,249 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/tailsift/tailsift/archive"
+	"github.com/tailsift/tailsift/router"
+	"github.com/tailsift/tailsift/sampler"
+	"golang.org/x/sync/errgroup"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("not implemented yet")
+	fs := newFlagSet("run", stderr)
+	configFile := fs.String("config", "", "YAML configuration file (flags and TAILSIFT_* variables override it)")
+	for _, b := range runFlags {
+		fs.String(b.name, "", b.usage+" ["+b.key+"]")
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(fs, *configFile, os.Getenv)
+	if err != nil {
+		return err
+	}
+	n, err := newNode(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	return n.run(ctx)
+}
+
+// node is one tailsift node: consumer → sampler → archive, plus the HTTP
+// endpoints. It is what `run` runs and what `demo` embeds.
+type node struct {
+	cfg      Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	consumer *router.Consumer
+	sampler  *sampler.Sampler
+	archive  *archive.Writer
+	kept     chan *sampler.Kept
+	http     *http.Server
+	httpLn   net.Listener
+}
+
+// parts are the component configurations derived from a Config.
+type parts struct {
+	log     *slog.Logger
+	kafka   router.Config
+	sampler sampler.Config
+	archive archive.Config
+	policy  sampler.Policy
+}
+
+// validateConfig checks cfg and derives the component configurations. The
+// error names every key at fault, on one line.
+func validateConfig(cfg Config) (*parts, error) {
+	p := &parts{}
+	var errs []error
+	var err error
+	if p.log, err = newLogger(cfg.Log, io.Discard); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.NodeID == "" {
+		errs = append(errs, errors.New("node_id: required (no host name to default to)"))
+	}
+	if cfg.GracePeriod <= 0 {
+		errs = append(errs, fmt.Errorf("grace_period: must be positive, got %v", cfg.GracePeriod))
+	}
+	secOpts, err := kafkaSecurityOpts(cfg.Kafka)
+	errs = append(errs, err)
+	p.kafka = router.Config{
+		Brokers:             cfg.Kafka.Brokers,
+		Topic:               cfg.Kafka.Topic,
+		Group:               cfg.Kafka.Group,
+		Encoding:            cfg.Kafka.Encoding,
+		MaxMessageBytes:     cfg.Kafka.MaxMessageBytes,
+		CommitInterval:      cfg.Kafka.CommitInterval,
+		MaxUnsettledRecords: cfg.Kafka.MaxUnsettledRecords,
+		SessionTimeout:      cfg.Kafka.SessionTimeout,
+		ClientOpts:          secOpts,
+	}
+	errs = append(errs, p.kafka.Validate())
+	p.sampler = sampler.Config{
+		Shards:            cfg.Sampler.Shards,
+		QuietPeriod:       cfg.Sampler.QuietPeriod,
+		MaxWait:           cfg.Sampler.MaxWait,
+		MaxSpansPerTrace:  cfg.Sampler.MaxSpansPerTrace,
+		MaxBufferedBytes:  cfg.Sampler.MaxBufferedBytes,
+		DecisionCacheSize: cfg.Sampler.DecisionCacheSize,
+	}
+	// The sampler decides in record time, as far as every partition has
+	// been read (see router.Watermarks).
+	wm := router.NewWatermarks()
+	p.kafka.Watermarks = wm
+	p.sampler.InputClock = wm
+	errs = append(errs, p.sampler.Validate())
+	p.archive = archive.Config{
+		URL:       cfg.Archive.URL,
+		RollBytes: cfg.Archive.RollBytes,
+		RollAge:   cfg.Archive.RollAge,
+		SpoolDir:  cfg.Archive.SpoolDir,
+		NodeID:    cfg.NodeID,
+		S3: archive.S3Config{
+			Region:    cfg.Archive.S3.Region,
+			Endpoint:  cfg.Archive.S3.Endpoint,
+			PathStyle: cfg.Archive.S3.PathStyle,
+		},
+	}
+	errs = append(errs, p.archive.Validate())
+	p.policy, err = buildPolicy(cfg)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, oneLine(err)
+	}
+	return p, nil
+}
+
+// newNode validates cfg and builds every component, without starting any.
+func newNode(cfg Config, logOut io.Writer) (*node, error) {
+	p, err := validateConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	logger, _ := newLogger(cfg.Log, logOut)
+	p.kafka.Logger = logger.With("component", "router")
+	p.archive.Logger = logger.With("component", "archive")
+
+	n := &node{cfg: cfg, log: logger, reg: prometheus.NewRegistry(), kept: make(chan *sampler.Kept, 256)}
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.sampler = sampler.New(p.sampler, p.policy, n.kept, sampler.NewMetrics(n.reg), nil)
+	if n.consumer, err = router.NewConsumer(p.kafka, n.sampler, router.NewMetrics(n.reg)); err != nil {
+		return nil, err
+	}
+	n.archive, err = archive.New(context.Background(), p.archive, archive.NewMetrics(n.reg))
+	if err != nil {
+		return nil, fmt.Errorf("archive.url %s: %w", cfg.Archive.URL, err)
+	}
+	if cfg.HTTPAddr != "" {
+		if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("http_addr: %w", err)
+		}
+		n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return n, nil
+}
+
+// buildPolicy returns the policy chain: the configured one, or the default
+// (every error, every trace slower than 2s, 5% of the rest).
+func buildPolicy(cfg Config) (sampler.Policy, error) {
+	lat, err := sampler.NewLatencyPolicy(2 * time.Second)
+	if err != nil {
+		return nil, err
+	}
+	prob, err := sampler.NewProbabilisticPolicy(0.05)
+	if err != nil {
+		return nil, err
+	}
+	return sampler.Chain{sampler.ErrorPolicy{}, lat, prob}, nil
+}
+
+func (n *node) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !n.consumer.Ready() {
+			http.Error(w, "not consuming: no partitions assigned or Kafka unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// run runs the node until ctx is done, then shuts down in order: stop
+// fetching, let the archive make durable what was decided, commit, exit —
+// all within the grace period.
+func (n *node) run(ctx context.Context) error {
+	n.log.Info("tailsift node starting", "node_id", n.cfg.NodeID, "brokers", strings.Join(n.cfg.Kafka.Brokers, ","),
+		"topic", n.cfg.Kafka.Topic, "group", n.cfg.Kafka.Group, "archive", n.cfg.Archive.URL, "http_addr", n.cfg.HTTPAddr)
+	// The archive must outlive ctx: it drains what the sampler decided.
+	// It is cancelled only when the grace period runs out.
+	archCtx, archCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer archCancel()
+	stopGrace := context.AfterFunc(ctx, func() {
+		n.log.Info("shutting down", "grace_period", n.cfg.GracePeriod)
+		time.AfterFunc(n.cfg.GracePeriod, archCancel)
+	})
+	defer stopGrace()
+
+	drained := make(chan struct{})
+	var g errgroup.Group
+	g.Go(func() error { return n.consumer.Run(ctx, drained, n.cfg.GracePeriod) })
+	g.Go(func() error { return n.sampler.Run(ctx) })
+	g.Go(func() error {
+		defer close(drained)
+		return n.archive.Run(archCtx, n.kept)
+	})
+	if n.http != nil {
+		g.Go(func() error {
+			if err := n.http.Serve(n.httpLn); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http: %w", err)
+			}
+			return nil
+		})
+		context.AfterFunc(ctx, func() {
+			<-drained
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n.http.Shutdown(sctx)
+		})
+	}
+	err := g.Wait()
+	n.log.Info("tailsift node stopped")
+	return err
+}
+
+func newLogger(c LogConfig, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %q is not allowed (allowed: debug, info, warn, error)", c.Level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.Format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log.format: %q is not allowed (allowed: text, json)", c.Format)
+}
+
+// oneLine flattens a joined error into one line.
+func oneLine(err error) error {
+	return errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
 }

@@ -1,0 +1,198 @@
+package router
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+)
+
+// Watermarks track how far, in record time, this consumer has read each
+// partition of the topic.
+//
+// They are the sampler's clock. A trace is complete when its last span is a
+// quiet period old — old in record time, measured against the slowest
+// partition of the topic. Against the wall clock, a partition nobody reads
+// for a while (a member killed and not yet timed out of the group, a broker
+// slow to serve one partition, a backlog read unevenly) would let traces be
+// decided before their spans in that partition arrive: an error span read
+// after its trace was dropped is lost. With watermarks, decisions simply
+// wait until every partition has been read past the trace.
+//
+// A partition read to its end is caught up: its watermark is the time it was
+// last seen at its end. A partition of the topic that is not assigned here
+// holds the watermark where it was (in a cluster, peers report the
+// partitions they read; see Report and cluster.Watermarks).
+type Watermarks struct {
+	mu    sync.Mutex
+	parts map[int32]*partWM // assigned partitions
+	count int32             // partitions of the topic, 0 until known
+	last  int64             // last value returned: the watermark never goes back
+}
+
+type partWM struct {
+	pos      int64 // next offset to read, -1 unknown
+	end      int64 // log end offset at the last check, -1 unknown
+	endAt    int64 // when end was read (unix nanos)
+	lastTs   int64 // largest record timestamp read
+	caughtAt int64 // when pos reached end, 0 if not at the end
+}
+
+// NewWatermarks returns watermarks for a Consumer to keep (Config.Watermarks)
+// and a sampler to read (sampler.Config.InputClock).
+func NewWatermarks() *Watermarks {
+	return &Watermarks{parts: make(map[int32]*partWM)}
+}
+
+func (w *Watermarks) assign(parts []int32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range parts {
+		if w.parts[p] == nil {
+			w.parts[p] = &partWM{pos: -1, end: -1}
+		}
+	}
+}
+
+func (w *Watermarks) revoke(parts []int32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range parts {
+		delete(w.parts, p)
+	}
+}
+
+// read records that the consumer polled offset, written at ts.
+func (w *Watermarks) read(partition int32, offset, ts int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.parts[partition]
+	if p == nil {
+		return
+	}
+	p.pos = max(p.pos, offset+1)
+	p.lastTs = max(p.lastTs, ts)
+	if p.end >= 0 && p.pos < p.end {
+		p.caughtAt = 0
+	}
+}
+
+// ends records the log end offsets read at time at, and the committed
+// offsets, which give the position of a partition not read from yet.
+func (w *Watermarks) ends(count int32, end, committed map[int32]int64, at int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.count = count
+	for id, p := range w.parts {
+		e, ok := end[id]
+		if !ok {
+			continue
+		}
+		if p.pos < 0 {
+			if c, ok := committed[id]; ok && c >= 0 {
+				p.pos = c
+			} else if e == 0 {
+				p.pos = 0
+			}
+		}
+		p.end, p.endAt = e, at
+		if p.pos >= 0 && p.pos >= e {
+			p.caughtAt = at
+		} else {
+			p.caughtAt = 0
+		}
+	}
+}
+
+// Partitions returns the watermark of each partition assigned here, in unix
+// nanoseconds; 0 means unknown yet.
+func (w *Watermarks) Partitions() map[int32]int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[int32]int64, len(w.parts))
+	for id, p := range w.parts {
+		out[id] = p.value()
+	}
+	return out
+}
+
+// value is the partition's watermark: when it was last seen at its end, or
+// else the newest record read.
+func (p *partWM) value() int64 {
+	if p.caughtAt > 0 {
+		return max(p.caughtAt, p.lastTs)
+	}
+	return p.lastTs
+}
+
+// Count is the number of partitions of the topic, 0 until known.
+func (w *Watermarks) Count() int32 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.count
+}
+
+// Now returns the topic's watermark: the minimum over all partitions of
+// the topic. While a partition is not assigned here, or not read yet, the
+// watermark does not move.
+func (w *Watermarks) Now() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.count > 0 && int32(len(w.parts)) == w.count {
+		low := int64(-1)
+		for _, p := range w.parts {
+			v := p.value()
+			if low < 0 || v < low {
+				low = v
+			}
+		}
+		w.last = max(w.last, low)
+	}
+	return time.Unix(0, w.last)
+}
+
+// refresh reads the log end offsets (and committed offsets) every interval
+// until ctx is done.
+func (w *Watermarks) refresh(ctx context.Context, adm *kadm.Client, topic, group string, interval time.Duration, onErr func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		at := time.Now().UnixNano()
+		ends, err := adm.ListEndOffsets(rctx, topic)
+		var committed kadm.OffsetResponses
+		if err == nil {
+			// Before the group's first commit there is no group to ask:
+			// positions then come from the records read.
+			committed, _ = adm.FetchOffsets(rctx, group)
+		}
+		cancel()
+		if err == nil {
+			end := map[int32]int64{}
+			com := map[int32]int64{}
+			var count int32
+			ends.Each(func(o kadm.ListedOffset) {
+				if o.Err == nil {
+					end[o.Partition] = o.Offset
+					count++
+				}
+			})
+			committed.Each(func(o kadm.OffsetResponse) {
+				if o.Topic == topic && o.Err == nil {
+					com[o.Partition] = o.At
+				}
+			})
+			if count == int32(len(ends[topic])) {
+				w.ends(count, end, com, at)
+			}
+		} else if ctx.Err() == nil && onErr != nil {
+			onErr(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,51 @@
+package router
+
+import (
+	"testing"
+	"time"
+)
+
+func TestWatermarks(t *testing.T) {
+	w := NewWatermarks()
+	sec := func(s int64) int64 { return s * int64(time.Second) }
+	if !w.Now().Equal(time.Unix(0, 0)) {
+		t.Fatal("a fresh watermark must not have moved")
+	}
+	w.assign([]int32{0, 1})
+	w.read(0, 10, sec(100))
+	w.read(1, 5, sec(90))
+	w.ends(3, map[int32]int64{0: 100, 1: 100, 2: 100}, nil, sec(200))
+	if got := w.Now().Unix(); got != 0 {
+		t.Fatalf("partition 2 is read by nobody here, yet the watermark moved to %d", got)
+	}
+	w.assign([]int32{2})
+	w.read(2, 0, sec(95))
+	if got := w.Now().Unix(); got != 90 {
+		t.Fatalf("watermark %d, want the slowest partition's 90", got)
+	}
+	// Partition 1 reaches its end: it is caught up as of the end check.
+	w.read(1, 99, sec(150))
+	w.ends(3, map[int32]int64{0: 100, 1: 100, 2: 100}, nil, sec(210))
+	if got := w.Now().Unix(); got != 95 {
+		t.Fatalf("watermark %d, want 95 (partition 2)", got)
+	}
+	w.read(0, 99, sec(160))
+	w.read(2, 99, sec(170))
+	w.ends(3, map[int32]int64{0: 100, 1: 100, 2: 100}, nil, sec(220))
+	if got := w.Now().Unix(); got != 220 {
+		t.Fatalf("all caught up: watermark %d, want the end check's time 220", got)
+	}
+	// A partition taken away holds the watermark; it never goes back.
+	w.revoke([]int32{1})
+	w.ends(3, map[int32]int64{0: 100, 1: 100, 2: 100}, nil, sec(230))
+	if got := w.Now().Unix(); got != 220 {
+		t.Fatalf("after revoke: watermark %d, want it held at 220", got)
+	}
+	// A partition assigned with nothing to read is caught up from its
+	// committed offset.
+	w.assign([]int32{1})
+	w.ends(3, map[int32]int64{0: 100, 1: 100, 2: 100}, map[int32]int64{1: 100}, sec(240))
+	if got := w.Now().Unix(); got != 240 {
+		t.Fatalf("reassigned at its end: watermark %d, want 240", got)
+	}
+}
