@@ -118,6 +118,7 @@ type Consumer struct {
 	out     Dispatcher
 	track   *tracker
 	wm      *Watermarks
+	polled  map[int32]readPos // per partition, the last record of this poll
 	m       *Metrics
 	log     *throttledLog
 
@@ -136,7 +137,7 @@ func NewConsumer(cfg Config, out Dispatcher, m *Metrics) (*Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Consumer{cfg: cfg, scanner: sc, out: out, track: newTracker(cfg.Topic), wm: cfg.Watermarks, m: m,
+	c := &Consumer{cfg: cfg, scanner: sc, out: out, track: newTracker(cfg.Topic), wm: cfg.Watermarks, polled: make(map[int32]readPos), m: m,
 		log: newThrottledLog(cfg.Logger, time.Minute, 10)}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -252,6 +253,12 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 				break
 			}
 		}
+		// Only now, with the spans handed to their owners, may the
+		// watermark move past them.
+		for p, pos := range c.polled {
+			c.wm.read(p, pos.offset, pos.ts)
+		}
+		clear(c.polled)
 		clear(batch)
 		c.client.AllowRebalance()
 		if time.Since(lastCommit) >= c.cfg.CommitInterval {
@@ -308,7 +315,8 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 	// clamped to ours.
 	ts := min(r.Timestamp.UnixNano(), now)
 	rec.Pending.TS = ts
-	c.wm.read(r.Partition, r.Offset, ts)
+	pp := c.polled[r.Partition]
+	c.polled[r.Partition] = readPos{offset: max(pp.offset, r.Offset), ts: max(pp.ts, ts)}
 	if len(r.Value) > c.cfg.MaxMessageBytes {
 		c.m.malformed.WithLabelValues(badOversized).Inc()
 		c.log.Warn(badOversized, "skipped oversized message", "partition", r.Partition, "offset", r.Offset,
@@ -484,3 +492,6 @@ func (t *throttledLog) Warn(key, msg string, args ...any) {
 		t.log.Warn(msg, args...)
 	}
 }
+
+// readPos is how far a poll read one partition.
+type readPos struct{ offset, ts int64 }

@@ -29,6 +29,13 @@ type Watermarks struct {
 	parts map[int32]*partWM // assigned partitions
 	count int32             // partitions of the topic, 0 until known
 	last  int64             // last value returned: the watermark never goes back
+	peers map[string]report // what other nodes read, by node
+}
+
+// report is a peer's watermarks for the partitions it reads.
+type report struct {
+	parts map[int32]int64
+	at    int64 // when the peer made it, by its clock
 }
 
 type partWM struct {
@@ -42,7 +49,7 @@ type partWM struct {
 // NewWatermarks returns watermarks for a Consumer to keep (Config.Watermarks)
 // and a sampler to read (sampler.Config.InputClock).
 func NewWatermarks() *Watermarks {
-	return &Watermarks{parts: make(map[int32]*partWM)}
+	return &Watermarks{parts: make(map[int32]*partWM), peers: make(map[string]report)}
 }
 
 func (w *Watermarks) assign(parts []int32) {
@@ -133,22 +140,57 @@ func (w *Watermarks) Count() int32 {
 	return w.count
 }
 
-// Now returns the topic's watermark: the minimum over all partitions of
-// the topic. While a partition is not assigned here, or not read yet, the
-// watermark does not move.
+// Report records the watermarks a peer reported for the partitions it
+// reads (replacing its previous report), made at time at by its clock.
+func (w *Watermarks) Report(node string, parts map[int32]int64, at int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if old, ok := w.peers[node]; ok && old.at > at {
+		return // reordered: keep the newer
+	}
+	w.peers[node] = report{parts: parts, at: at}
+}
+
+// Forget drops a departed peer's report. Its partitions then hold the
+// watermark until a live member reads them again: what the peer read but
+// never handed on must be read again before traces around it are decided.
+func (w *Watermarks) Forget(node string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.peers, node)
+}
+
+// Now returns the topic's watermark: the minimum over all partitions of the
+// topic, each as read here or, for partitions read by peers, as they last
+// reported. While any partition is read by nobody known, the watermark does
+// not move; it never goes back.
 func (w *Watermarks) Now() time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.count > 0 && int32(len(w.parts)) == w.count {
-		low := int64(-1)
-		for _, p := range w.parts {
-			v := p.value()
-			if low < 0 || v < low {
-				low = v
+	if w.count == 0 {
+		return time.Unix(0, w.last)
+	}
+	low := int64(-1)
+	for p := int32(0); p < w.count; p++ {
+		var v int64
+		if lp, ok := w.parts[p]; ok {
+			v = lp.value()
+		} else {
+			var newest int64 = -1
+			for _, r := range w.peers {
+				if pv, ok := r.parts[p]; ok && r.at > newest {
+					newest, v = r.at, pv
+				}
+			}
+			if newest < 0 {
+				return time.Unix(0, w.last) // nobody reads p
 			}
 		}
-		w.last = max(w.last, low)
+		if low < 0 || v < low {
+			low = v
+		}
 	}
+	w.last = max(w.last, low)
 	return time.Unix(0, w.last)
 }
 

