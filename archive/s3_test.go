@@ -2,6 +2,8 @@ package archive
 
 import (
 	"context"
+	"encoding/hex"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -140,4 +142,67 @@ func TestS3OutageLosesNothing(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(spool, "dt=*", "hour=*", "*.parquet")); len(left) != 0 {
 		t.Fatalf("spool not drained: %v", left)
 	}
+}
+
+// TestS3StoreTools runs the archive tools against object storage: trace
+// lookup with ranged reads, compaction (upload then delete) and retention.
+func TestS3StoreTools(t *testing.T) {
+	srv := s3test.Start(t)
+	cfg := S3Config{Endpoint: srv.Endpoint, PathStyle: true}
+	start := time.Now().UTC().Add(-3 * time.Hour)
+	r := rand.New(rand.NewPCG(1, 2))
+	var src sampler.Pending
+	var kept []*sampler.Kept
+	for run := 0; run < 2; run++ {
+		in, done := startWriter(t, Config{URL: srv.URL("spans"), SpoolDir: t.TempDir(), S3: cfg}, nil)
+		batch := randomKept(t, r, 200, start, &src)
+		kept = append(kept, batch...)
+		for _, k := range batch {
+			in <- k
+		}
+		close(in)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	st, err := OpenStore(ctx, srv.URL("spans"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := Partitions(ctx, st)
+	if err != nil || len(parts) != 1 || len(parts[0].Keys) != 2 {
+		t.Fatalf("partitions %+v, %v", parts, err)
+	}
+	id := hex.EncodeToString(kept[123].ID[:])
+	rows, stats, err := FindTrace(ctx, st, id, nil)
+	if err != nil || len(rows) != 4 || stats.FilesOpened != 2 {
+		t.Fatalf("lookup: %d rows, %+v, %v", len(rows), stats, err)
+	}
+	res, err := Compact(ctx, st, parts[0], 0, "t")
+	if err != nil || res.FilesAfter != 1 || res.Rows != 1600 {
+		t.Fatalf("compaction: %+v, %v", res, err)
+	}
+	if keys, _ := srv.Objects("spans"); len(keys) != 1 {
+		t.Fatalf("objects after compaction: %v", keys)
+	}
+	plan := PlanRetention(mustPartitions(t, st), time.Hour, 0, time.Now())
+	if len(plan.Delete) != 1 {
+		t.Fatalf("retention plan: %+v", plan)
+	}
+	if err := plan.Apply(ctx, st, nil); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := srv.Objects("spans"); len(keys) != 0 {
+		t.Fatalf("objects after retention: %v", keys)
+	}
+}
+
+func mustPartitions(t *testing.T, st Store) []Partition {
+	t.Helper()
+	p, err := Partitions(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -232,7 +232,11 @@ func rowSize(r *Row) int64 {
 }
 
 func (w *Writer) open(part string) (*openFile, error) {
-	dir := filepath.Join(w.dir, filepath.FromSlash(part))
+	return w.openIn(filepath.Join(w.dir, filepath.FromSlash(part)), part)
+}
+
+// openIn starts a file in dir; part is its key in w.files.
+func (w *Writer) openIn(dir, part string) (*openFile, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		w.m.errors.WithLabelValues("write").Inc()
 		return nil, fmt.Errorf("archive: %w", err)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -237,6 +238,60 @@ func cmdRetention(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		archive.FormatBytes(plan.KeptBytes), archive.FormatBytes(plan.TotalBytes), st)
 	if plan.Unsatisfied {
 		fmt.Fprintf(stdout, "note: the current hour alone exceeds --max-bytes; it is not deleted while being written\n")
+	}
+	return nil
+}
+
+func cmdCompact(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("compact", stderr)
+	af := addArchiveFlags(fs)
+	olderThan := fs.String("older-than", "2h", "only partitions whose hour ended longer ago than this (writers are done with them)")
+	target := fs.String("target-size", "512MB", "size of the compacted files")
+	dryRun := fs.Bool("dry-run", false, "print what would be compacted, change nothing")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	age, err := parseAge(*olderThan)
+	if err != nil {
+		return fmt.Errorf("--older-than: %w", err)
+	}
+	size, err := parseDecimalSize(*target)
+	if err != nil || size < 1<<20 {
+		return fmt.Errorf("--target-size: must be at least 1MiB, got %q", *target)
+	}
+	st, err := af.open(ctx)
+	if err != nil {
+		return err
+	}
+	parts, err := archive.Partitions(ctx, st)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	cutoff := time.Now().Add(-age)
+	done := 0
+	for _, p := range parts {
+		if p.Hour.Add(time.Hour).After(cutoff) {
+			continue
+		}
+		if *dryRun {
+			fmt.Fprintf(stdout, "would compact %s (%d files, %s)\n", p.Prefix, len(p.Keys), archive.FormatBytes(p.Bytes))
+			continue
+		}
+		res, err := archive.Compact(ctx, st, p, size, host)
+		if err != nil {
+			return fmt.Errorf("compacting %s: %w", p.Prefix, err)
+		}
+		if res.Skipped != "" {
+			continue
+		}
+		done++
+		fmt.Fprintf(stdout, "compacted %s: %d files (%s) → %d (%s), %d rows, %d duplicate spans removed\n",
+			p.Prefix, res.FilesBefore, archive.FormatBytes(res.BytesBefore), res.FilesAfter,
+			archive.FormatBytes(res.BytesAfter), res.Rows, res.Duplicates)
+	}
+	if !*dryRun {
+		fmt.Fprintf(stdout, "compacted %d partitions in %s\n", done, st)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -243,5 +244,25 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if math.Abs(share-0.05) > 0.01 {
 		t.Errorf("kept %.2f%% of ordinary traces, want 5%% ± 1 point", 100*share)
+	}
+
+	// The archive tools on what the node wrote: one error trace by ID,
+	// printed as a tree with all its spans.
+	for id, spans := range truth1.ErrorTraces {
+		out, err := tailsiftCmd("trace", hex.EncodeToString(id[:]), "--archive", "file://"+dir, "--since", "48h").CombinedOutput()
+		if err != nil {
+			t.Fatalf("tailsift trace: %v\n%s", err, out)
+		}
+		text := string(out)
+		if !strings.Contains(text, fmt.Sprintf("· %d spans ·", spans)) || !strings.Contains(text, "ERROR") ||
+			strings.Count(text, "─ ") != spans || !strings.Contains(text, "opened") {
+			t.Fatalf("tailsift trace printed:\n%s", text)
+		}
+		t.Logf("tailsift trace:\n%s", text)
+		break
+	}
+	out, err := tailsiftCmd("retention", "--archive", "file://"+dir, "--max-age", "30d", "--dry-run").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "would delete 0 of 1 partitions") {
+		t.Fatalf("tailsift retention: %v\n%s", err, out)
 	}
 }

@@ -37,6 +37,7 @@ func commands() []command {
 		{"gen", "produce generated OTLP traces to Kafka", cmdGen},
 		{"trace", "trace <trace-id> --archive URL: find one trace in the archive and print it as a tree", cmdTrace},
 		{"retention", "delete the oldest archive partitions until age and size limits hold", cmdRetention},
+		{"compact", "merge the small files of finished hours into large sorted ones, removing duplicate spans", cmdCompact},
 		{"config", "config check FILE: validate a configuration and print it, secrets masked", cmdConfig},
 	}
 }
