@@ -30,8 +30,12 @@ type Config struct {
 	// Default: $TMPDIR/tailsift-spool-<node>.
 	SpoolDir string
 	// S3 configures the s3:// store.
-	S3     S3Config
-	Logger *slog.Logger
+	S3 S3Config
+	// Redact lists attribute redaction rules applied before anything is
+	// written; RedactKey keys the hash action.
+	Redact    []RedactRule
+	RedactKey []byte
+	Logger    *slog.Logger
 }
 
 // S3Config configures object storage. Credentials come from the standard
@@ -115,6 +119,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RowGroupBytes < 0 {
 		errs = append(errs, fmt.Errorf("archive.row_group_bytes: must be positive, got %d", c.RowGroupBytes))
+	}
+	if _, err := NewRedaction(c.Redact, c.RedactKey); err != nil {
+		errs = append(errs, err)
 	}
 	if strings.ContainsAny(c.NodeID, "/\\ ") {
 		errs = append(errs, fmt.Errorf("node_id: %q may not contain slashes or spaces (it names archive files)", c.NodeID))

@@ -22,10 +22,11 @@ type scopeRow struct {
 type rowBuilder struct {
 	scopes map[*sampler.Scope]*scopeRow
 	hex    []byte
+	red    *Redaction // nil: none
 }
 
-func newRowBuilder() *rowBuilder {
-	return &rowBuilder{scopes: make(map[*sampler.Scope]*scopeRow)}
+func newRowBuilder(red *Redaction) *rowBuilder {
+	return &rowBuilder{scopes: make(map[*sampler.Scope]*scopeRow), red: red}
 }
 
 // appendRows appends one Row per span of k. A span whose bytes do not decode
@@ -50,6 +51,7 @@ func (b *rowBuilder) appendRows(dst []Row, k *sampler.Kept) ([]Row, error) {
 		for _, p := range sc.promote {
 			p(r)
 		}
+		b.red.applyRow(r)
 		r.TraceRootService = k.RootService
 		r.TraceRootName = k.RootName
 		r.TraceDurationNs = k.DurationNs
@@ -86,6 +88,7 @@ func (b *rowBuilder) scope(s *sampler.Scope) (*scopeRow, error) {
 		if err != nil {
 			return nil, fmt.Errorf("resource: %w", err)
 		}
+		b.red.apply(sr.resAttrs)
 	}
 	for m := s.Scope; len(m) > 0; {
 		num, typ, n := protowire.ConsumeTag(m)

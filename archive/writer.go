@@ -61,7 +61,12 @@ func New(ctx context.Context, cfg Config, m *Metrics) (*Writer, error) {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	w := &Writer{cfg: cfg, loc: loc, m: m, log: cfg.Logger, files: make(map[string]*openFile), rb: newRowBuilder(), now: time.Now}
+	w := &Writer{cfg: cfg, loc: loc, m: m, log: cfg.Logger, files: make(map[string]*openFile), now: time.Now}
+	red, err := NewRedaction(cfg.Redact, cfg.RedactKey)
+	if err != nil {
+		return nil, err
+	}
+	w.rb = newRowBuilder(red)
 	switch loc.scheme {
 	case "file":
 		w.dir = loc.dir
