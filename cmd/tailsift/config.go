@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tailsift/tailsift/archive"
 	"io"
 	"os"
 	"reflect"
@@ -90,6 +91,10 @@ type ArchiveConfig struct {
 	RollAge   time.Duration `yaml:"roll_age"`
 	SpoolDir  string        `yaml:"spool_dir"`
 	S3        S3Config      `yaml:"s3"`
+	// Redact rules apply to attributes before anything is written;
+	// RedactKeyFile holds the key of the hash action.
+	Redact        []archive.RedactRule `yaml:"redact"`
+	RedactKeyFile string               `yaml:"redact_key_file"`
 }
 
 // S3Config configures the S3 store; credentials come from the standard AWS

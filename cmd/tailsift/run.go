@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"gopkg.in/yaml.v3"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,7 +42,58 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	if *configFile != "" {
+		stop := n.watchPolicy(ctx, *configFile, func() (Config, error) { return loadConfig(fs, *configFile, os.Getenv) })
+		defer stop()
+	}
 	return n.run(ctx)
+}
+
+// watchPolicy reloads the sampling policy from the configuration file on
+// SIGHUP, or when the file changes. A bad policy is logged and the one in
+// force stays.
+func (n *node) watchPolicy(ctx context.Context, file string, load func() (Config, error)) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	ctx, cancel := context.WithCancel(ctx)
+	modTime := func() time.Time {
+		if st, err := os.Stat(file); err == nil {
+			return st.ModTime()
+		}
+		return time.Time{}
+	}
+	last := modTime()
+	go func() {
+		tick := time.NewTicker(2 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			case <-tick.C:
+				if m := modTime(); m.Equal(last) {
+					continue
+				} else {
+					last = m
+				}
+			}
+			cfg, err := load()
+			var pol sampler.Policy
+			if err == nil {
+				pol, err = buildPolicy(cfg)
+			}
+			if err != nil {
+				n.m.reloads.WithLabelValues("rejected").Inc()
+				n.log.Error("policy reload rejected; the policy in force stays", "file", file, "err", oneLine(err))
+				continue
+			}
+			n.sampler.SetPolicy(pol)
+			n.m.reloads.WithLabelValues("applied").Inc()
+			n.log.Info("policy reloaded", "file", file)
+		}
+	}()
+	return func() { signal.Stop(hup); cancel() }
 }
 
 // node is one tailsift node: consumer → sampler → archive, plus the HTTP
@@ -51,8 +106,14 @@ type node struct {
 	sampler  *sampler.Sampler
 	archive  *archive.Writer
 	kept     chan *sampler.Kept
+	m        nodeMetrics
 	http     *http.Server
 	httpLn   net.Listener
+}
+
+// nodeMetrics are the node's own metrics.
+type nodeMetrics struct {
+	reloads *prometheus.CounterVec
 }
 
 // parts are the component configurations derived from a Config.
@@ -107,7 +168,16 @@ func validateConfig(cfg Config) (*parts, error) {
 	p.kafka.Watermarks = wm
 	p.sampler.InputClock = wm
 	errs = append(errs, p.sampler.Validate())
+	var redactKey []byte
+	if f := cfg.Archive.RedactKeyFile; f != "" {
+		if redactKey, err = os.ReadFile(f); err != nil {
+			errs = append(errs, fmt.Errorf("archive.redact_key_file: %w", err))
+		}
+		redactKey = bytes.TrimSpace(redactKey)
+	}
 	p.archive = archive.Config{
+		Redact:    cfg.Archive.Redact,
+		RedactKey: redactKey,
 		URL:       cfg.Archive.URL,
 		RollBytes: cfg.Archive.RollBytes,
 		RollAge:   cfg.Archive.RollAge,
@@ -140,6 +210,9 @@ func newNode(cfg Config, logOut io.Writer) (*node, error) {
 
 	n := &node{cfg: cfg, log: logger, reg: prometheus.NewRegistry(), kept: make(chan *sampler.Kept, 256)}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tailsift_policy_reloads_total",
+		Help: "Policy reloads (SIGHUP or file change) by result: applied or rejected."}, []string{"result"})
+	n.reg.MustRegister(n.m.reloads)
 	n.sampler = sampler.New(p.sampler, p.policy, n.kept, sampler.NewMetrics(n.reg), nil)
 	if n.consumer, err = router.NewConsumer(p.kafka, n.sampler, router.NewMetrics(n.reg)); err != nil {
 		return nil, err
@@ -157,18 +230,23 @@ func newNode(cfg Config, logOut io.Writer) (*node, error) {
 	return n, nil
 }
 
-// buildPolicy returns the policy chain: the configured one, or the default
-// (every error, every trace slower than 2s, 5% of the rest).
+// buildPolicy returns the configured policy (policies, head_sampling and
+// budget), or the default: every error, every trace slower than 2s, 5% of
+// the rest.
 func buildPolicy(cfg Config) (sampler.Policy, error) {
-	lat, err := sampler.NewLatencyPolicy(2 * time.Second)
-	if err != nil {
-		return nil, err
+	doc := &yaml.Node{Kind: yaml.MappingNode}
+	for _, sec := range []struct {
+		key  string
+		node *yaml.Node
+	}{{"policies", &cfg.Policies}, {"head_sampling", &cfg.HeadSampling}, {"budget", &cfg.Budget}} {
+		if sec.node.Kind != 0 {
+			doc.Content = append(doc.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: sec.key}, sec.node)
+		}
 	}
-	prob, err := sampler.NewProbabilisticPolicy(0.05)
-	if err != nil {
-		return nil, err
+	if len(doc.Content) == 0 {
+		return sampler.DefaultPolicy(), nil
 	}
-	return sampler.Chain{sampler.ErrorPolicy{}, lat, prob}, nil
+	return sampler.ParsePolicyNode(doc)
 }
 
 func (n *node) routes() http.Handler {
