@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"google.golang.org/protobuf/encoding/protowire"
 	"log/slog"
 	"slices"
 	"sync"
@@ -228,7 +229,44 @@ func AppendBatch(dst []byte, items []sampler.Item) []byte {
 			})
 		i = j
 	}
+	// The newest record time of the batch, so the owner measures the
+	// spans' quiet period in record time as the sender would. A field
+	// number OTLP does not use: OTLP readers skip it.
+	var ts int64
+	for i := range items {
+		if src := items[i].Span.Src; src != nil {
+			ts = max(ts, src.TS)
+		}
+	}
+	if ts > 0 {
+		dst = protowire.AppendTag(dst, batchTSField, protowire.Fixed64Type)
+		dst = protowire.AppendFixed64(dst, uint64(ts))
+	}
 	return dst
+}
+
+// batchTSField carries a forwarded batch's record time.
+const batchTSField = 1000
+
+// batchTS returns the record time AppendBatch stored in batch, or 0.
+func batchTS(batch []byte) int64 {
+	for len(batch) > 0 {
+		num, typ, n := protowire.ConsumeTag(batch)
+		if n < 0 {
+			return 0
+		}
+		batch = batch[n:]
+		if num == batchTSField && typ == protowire.Fixed64Type {
+			v, _ := protowire.ConsumeFixed64(batch)
+			return int64(v)
+		}
+		n = protowire.ConsumeFieldValue(num, typ, batch)
+		if n < 0 {
+			return 0
+		}
+		batch = batch[n:]
+	}
+	return 0
 }
 
 // Receiver takes batches forwarded by peers into the local sampler and
@@ -268,7 +306,7 @@ func (rc *Receiver) Handle(ctx context.Context, from string, batch []byte, seq u
 		sc, _ = NewScanner(EncodingProto)
 	}
 	defer rc.scan.Put(sc)
-	p := &sampler.Pending{}
+	p := &sampler.Pending{TS: batchTS(batch)}
 	items, err := sc.Scan(batch, p)
 	if err != nil {
 		rc.m.badBatches.Inc()

@@ -83,6 +83,24 @@ func TestAppendBatchRoundTrip(t *testing.T) {
 	if string(wj) != string(gj) {
 		t.Fatalf("batch differs from the original message\nwant %s\ngot  %s", wj, gj)
 	}
+
+	// The record time travels with the batch; OTLP readers skip it.
+	src := &sampler.Pending{TS: 1_700_000_000_123_456_789}
+	items = scanAll(t, msg, src)
+	batch = AppendBatch(nil, items)
+	if got := batchTS(batch); got != src.TS {
+		t.Fatalf("batch record time %d, want %d", got, src.TS)
+	}
+	if _, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(batch); err != nil {
+		t.Fatalf("batch with record time is not valid OTLP: %v", err)
+	}
+	rec := &recorder{}
+	if err := NewReceiver(rec, nil).Handle(context.Background(), "b", batch, 1); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.items) != len(items) || rec.items[0].Span.Src.TS != src.TS {
+		t.Fatalf("received %d items with record time %d", len(rec.items), rec.items[0].Span.Src.TS)
+	}
 }
 
 // fakeRing owns traces by the low bit of the last byte: even here, odd on "b".
