@@ -40,6 +40,10 @@ type Config struct {
 	// Logger receives memberlist's log lines at their levels. Default:
 	// discard.
 	Logger *slog.Logger
+	// OnMessage, when set, receives the messages peers Send. It runs on
+	// memberlist's packet goroutine: it must be quick and must not keep
+	// msg.
+	OnMessage func(msg []byte)
 
 	// tune adjusts the memberlist config; tests use it for loopback speed.
 	tune func(*memberlist.Config)
@@ -145,7 +149,7 @@ func Join(cfg Config, onChange func(members map[string]string)) (*Membership, er
 	mc.DeadNodeReclaimTime = 10 * time.Second
 	mc.SecretKey = cfg.SecretKey
 	mc.Logger = log.New(logWriter{lg}, "", 0)
-	mc.Delegate = metaDelegate{meta: append([]byte{metaVersion}, cfg.ForwardAddr...)}
+	mc.Delegate = metaDelegate{meta: append([]byte{metaVersion}, cfg.ForwardAddr...), onMsg: cfg.OnMessage}
 	mc.Events = (*events)(m)
 	if cfg.tune != nil {
 		cfg.tune(mc)
@@ -187,6 +191,22 @@ func (m *Membership) notify() {
 		last = now
 		if m.onChange != nil {
 			m.onChange(maps.Clone(now))
+		}
+	}
+}
+
+// Broadcast sends msg to every other live member, best effort (one UDP
+// packet each; memberlist's limit is about 1,400 bytes). It suits small,
+// periodic state such as watermarks, where a lost packet is replaced by
+// the next.
+func (m *Membership) Broadcast(msg []byte) {
+	self := m.ml.LocalNode().Name
+	for _, n := range m.ml.Members() {
+		if n.Name == self {
+			continue
+		}
+		if err := m.ml.SendBestEffort(n, msg); err != nil {
+			m.log.Debug("gossip message not sent", "to", n.Name, "err", err)
 		}
 	}
 }
@@ -277,7 +297,10 @@ func (e *events) signal() {
 }
 
 // metaDelegate publishes this node's metadata: its forward address.
-type metaDelegate struct{ meta []byte }
+type metaDelegate struct {
+	meta  []byte
+	onMsg func([]byte)
+}
 
 func (d metaDelegate) NodeMeta(limit int) []byte {
 	if len(d.meta) > limit {
@@ -285,7 +308,11 @@ func (d metaDelegate) NodeMeta(limit int) []byte {
 	}
 	return d.meta
 }
-func (metaDelegate) NotifyMsg([]byte)                           {}
+func (d metaDelegate) NotifyMsg(msg []byte) {
+	if d.onMsg != nil {
+		d.onMsg(msg)
+	}
+}
 func (metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (metaDelegate) LocalState(join bool) []byte                { return nil }
 func (metaDelegate) MergeRemoteState(buf []byte, join bool)     {}

@@ -138,3 +138,39 @@ func TestLogWriterLevels(t *testing.T) {
 	f("[ERR] memberlist: Failed to send", "level=ERROR")
 	f("plain line", `level=INFO msg="plain line"`)
 }
+
+func TestMembershipBroadcast(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string][]string{}
+	var nodes []*Membership
+	for i := range 3 {
+		id := fmt.Sprintf("b%d", i)
+		cfg := Config{NodeID: id, GossipAddr: "127.0.0.1:0", ForwardAddr: "127.0.0.1:1", tune: fastGossip,
+			OnMessage: func(msg []byte) {
+				mu.Lock()
+				defer mu.Unlock()
+				got[id] = append(got[id], string(msg))
+			}}
+		if i > 0 {
+			cfg.Join = []string{nodes[0].GossipAddr()}
+		}
+		m, err := Join(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Shutdown() })
+		nodes = append(nodes, m)
+	}
+	eventually(t, 5*time.Second, "three members", func() bool { return len(nodes[2].Members()) == 3 })
+	eventually(t, 5*time.Second, "every other node hears b0", func() bool {
+		nodes[0].Broadcast([]byte("hello from b0"))
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got["b1"]) > 0 && len(got["b2"]) > 0
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got["b0"]) != 0 || got["b1"][0] != "hello from b0" {
+		t.Fatalf("messages: %v", got)
+	}
+}

@@ -180,6 +180,21 @@ func (r *Route) SetRing(ring Ring) {
 	}
 }
 
+// OldestOrphan returns the earliest record time (Pending.TS) of the spans
+// waiting to be routed again, or 0 when none wait. Until they reach their
+// owners, the watermark must not pass them.
+func (r *Route) OldestOrphan() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var oldest int64
+	for i := range r.orphans {
+		if src := r.orphans[i].Span.Src; src != nil && src.TS > 0 && (oldest == 0 || src.TS < oldest) {
+			oldest = src.TS
+		}
+	}
+	return oldest
+}
+
 // InFlight is the number of forwarded batches not yet acknowledged.
 func (r *Route) InFlight() int {
 	r.mu.Lock()

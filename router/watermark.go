@@ -30,6 +30,27 @@ type Watermarks struct {
 	count int32             // partitions of the topic, 0 until known
 	last  int64             // last value returned: the watermark never goes back
 	peers map[string]report // what other nodes read, by node
+	floor func() int64      // earliest record time held here unsent, 0 for none
+}
+
+// SetFloor installs a function returning the earliest record time of spans
+// this node read but has not yet handed to their owners (orphans waiting
+// to be routed again), or 0. Neither the watermark nor the reports for
+// peers go past it.
+func (w *Watermarks) SetFloor(f func() int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.floor = f
+}
+
+// capped limits v to just before the floor.
+func (w *Watermarks) capped(v int64) int64 {
+	if w.floor != nil {
+		if f := w.floor(); f > 0 && v >= f {
+			return f - 1
+		}
+	}
+	return v
 }
 
 // report is a peer's watermarks for the partitions it reads.
@@ -119,7 +140,7 @@ func (w *Watermarks) Partitions() map[int32]int64 {
 	defer w.mu.Unlock()
 	out := make(map[int32]int64, len(w.parts))
 	for id, p := range w.parts {
-		out[id] = p.value()
+		out[id] = w.capped(p.value())
 	}
 	return out
 }
@@ -174,7 +195,7 @@ func (w *Watermarks) Now() time.Time {
 	for p := int32(0); p < w.count; p++ {
 		var v int64
 		if lp, ok := w.parts[p]; ok {
-			v = lp.value()
+			v = w.capped(lp.value())
 		} else {
 			var newest int64 = -1
 			for _, r := range w.peers {

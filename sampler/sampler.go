@@ -140,6 +140,9 @@ func (s *Sampler) SetPolicy(p Policy) { s.pol.Store(&policyBox{p}) }
 
 func (s *Sampler) policy() Policy { return s.pol.Load().p }
 
+// Policy returns the policy in force.
+func (s *Sampler) Policy() Policy { return s.policy() }
+
 // BufferedBytes is the encoded size of the spans buffered now.
 func (s *Sampler) BufferedBytes() int64 { return s.bufferedBytes.Load() }
 
@@ -284,12 +287,23 @@ func (sh *shard) loop(ctx context.Context, clock Clock) {
 		case batch := <-sh.in:
 			take(batch)
 		case <-tick.C:
+			// Read the completion clock first, then take every queued
+			// batch: whatever was handed over before the clock reached
+			// this value is then buffered before traces are decided by it.
 			sh.wall = clock.Now()
+			now := sh.wall
 			if input != nil {
-				sh.expire(ctx, input.Now())
-			} else {
-				sh.expire(ctx, sh.wall)
+				now = input.Now()
 			}
+			for drained := false; !drained; {
+				select {
+				case batch := <-sh.in:
+					take(batch)
+				default:
+					drained = true
+				}
+			}
+			sh.expire(ctx, now)
 		case call := <-sh.ctl:
 			// Take what is queued first, so the call covers every Add
 			// that returned before it.

@@ -28,6 +28,7 @@ type Config struct {
 	Kafka       KafkaConfig   `yaml:"kafka"`
 	Sampler     SamplerConfig `yaml:"sampler"`
 	Archive     ArchiveConfig `yaml:"archive"`
+	Cluster     ClusterConfig `yaml:"cluster"`
 
 	// Policies, HeadSampling and Budget are the sampling policy document,
 	// handed as they are to the sampler's parser.
@@ -72,6 +73,15 @@ type SASLConfig struct {
 	Username     string `yaml:"username"`
 	Password     string `yaml:"password" secret:"true"`
 	PasswordFile string `yaml:"password_file"` // read at start; wins over password
+}
+
+// ClusterConfig makes the node one of a gossip cluster. Without a gossip
+// address the node runs alone.
+type ClusterConfig struct {
+	GossipAddr    string   `yaml:"gossip_addr"`     // IP:port for memberlist (TCP and UDP)
+	ForwardAddr   string   `yaml:"forward_addr"`    // host:port peers forward spans to
+	Join          []string `yaml:"join"`            // gossip addresses of running members
+	SecretKeyFile string   `yaml:"secret_key_file"` // 16, 24 or 32 bytes shared by all nodes
 }
 
 // SamplerConfig configures trace buffering.
@@ -133,6 +143,10 @@ var runFlags = []flagBinding{
 	{"node-id", "node_id", "unique name of this node (default: host name)"},
 	{"http-addr", "http_addr", "address for /metrics, /healthz and /readyz (empty: off)"},
 	{"grace-period", "grace_period", "on SIGTERM, exit within this long"},
+	{"gossip-addr", "cluster.gossip_addr", "join a cluster: IP:port for gossip (empty: run alone)"},
+	{"forward-addr", "cluster.forward_addr", "host:port peers forward spans to"},
+	{"join", "cluster.join", "comma-separated gossip addresses of running members"},
+	{"cluster-secret-key-file", "cluster.secret_key_file", "file with the key (16, 24 or 32 bytes) that encrypts gossip and authenticates peers"},
 	{"log-level", "log.level", "debug, info, warn or error"},
 	{"log-format", "log.format", "text or json"},
 	{"brokers", "kafka.brokers", "comma-separated Kafka bootstrap brokers"},

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -88,6 +89,7 @@ func (n *node) watchPolicy(ctx context.Context, file string, load func() (Config
 				n.log.Error("policy reload rejected; the policy in force stays", "file", file, "err", oneLine(err))
 				continue
 			}
+			n.applyShare(pol)
 			n.sampler.SetPolicy(pol)
 			n.m.reloads.WithLabelValues("applied").Inc()
 			n.log.Info("policy reloaded", "file", file)
@@ -107,8 +109,17 @@ type node struct {
 	archive  *archive.Writer
 	kept     chan *sampler.Kept
 	m        nodeMetrics
+	cluster  *clusterNode // nil when running alone
+	size     atomic.Int32 // cluster members, for the budget's share
 	http     *http.Server
 	httpLn   net.Listener
+}
+
+// applyShare gives a cost cap its share of the cluster's budget.
+func (n *node) applyShare(p sampler.Policy) {
+	if b, ok := p.(*sampler.Budget); ok {
+		b.SetShare(max(1, int(n.size.Load())))
+	}
 }
 
 // nodeMetrics are the node's own metrics.
@@ -214,7 +225,19 @@ func newNode(cfg Config, logOut io.Writer) (*node, error) {
 		Help: "Policy reloads (SIGHUP or file change) by result: applied or rejected."}, []string{"result"})
 	n.reg.MustRegister(n.m.reloads)
 	n.sampler = sampler.New(p.sampler, p.policy, n.kept, sampler.NewMetrics(n.reg), nil)
-	if n.consumer, err = router.NewConsumer(p.kafka, n.sampler, router.NewMetrics(n.reg)); err != nil {
+	n.applyShare(p.policy)
+	var dispatch router.Dispatcher = n.sampler
+	if cfg.Cluster.GossipAddr != "" {
+		if n.cluster, err = newClusterNode(cfg.Cluster, cfg.NodeID, n.sampler, p.kafka.Watermarks, n.reg, logger); err != nil {
+			return nil, err
+		}
+		n.cluster.onSize = func(size int) {
+			n.size.Store(int32(size))
+			n.applyShare(n.sampler.Policy())
+		}
+		dispatch = n.cluster
+	}
+	if n.consumer, err = router.NewConsumer(p.kafka, dispatch, router.NewMetrics(n.reg)); err != nil {
 		return nil, err
 	}
 	n.archive, err = archive.New(context.Background(), p.archive, archive.NewMetrics(n.reg))
@@ -281,13 +304,44 @@ func (n *node) run(ctx context.Context) error {
 	})
 	defer stopGrace()
 
+	// The sampler stops when ctx ends — in a cluster only once this node
+	// has left and handed its buffered traces to the others.
+	smpCtx, stopSampler := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSampler()
+	// The cluster side (transport, acks) lasts until the archive drained.
+	clCtx, stopCluster := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCluster()
+
 	drained := make(chan struct{})
 	var g errgroup.Group
+	if n.cluster != nil {
+		n.cluster.run(clCtx, &g)
+		if err := n.cluster.join(clCtx); err != nil {
+			stopCluster()
+			n.cluster.close()
+			g.Wait()
+			return err
+		}
+	}
+	stopLeave := context.AfterFunc(ctx, func() {
+		if n.cluster != nil {
+			lctx, cancel := context.WithTimeout(context.Background(), n.cfg.GracePeriod/2)
+			n.cluster.leave(lctx)
+			cancel()
+		}
+		stopSampler()
+	})
+	defer stopLeave()
 	g.Go(func() error { return n.consumer.Run(ctx, drained, n.cfg.GracePeriod) })
-	g.Go(func() error { return n.sampler.Run(ctx) })
+	g.Go(func() error { return n.sampler.Run(smpCtx) })
 	g.Go(func() error {
 		defer close(drained)
-		return n.archive.Run(archCtx, n.kept)
+		err := n.archive.Run(archCtx, n.kept)
+		if n.cluster != nil {
+			stopCluster()
+			n.cluster.close()
+		}
+		return err
 	})
 	if n.http != nil {
 		g.Go(func() error {

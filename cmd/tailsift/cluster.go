@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tailsift/tailsift/cluster"
+	"github.com/tailsift/tailsift/router"
+	"github.com/tailsift/tailsift/sampler"
+	"golang.org/x/sync/errgroup"
+)
+
+// clusterNode is what a node adds to join a cluster: gossip membership, the
+// ring in front of the sampler, and the transport to peers.
+//
+// The Kafka consumer group and the gossip membership are two views of one
+// cluster, kept consistent this way: a node is in the ring (owns traces)
+// from the moment it joins gossip until it leaves it, whether or not the
+// group gave it partitions; spans reach owners through the ring whatever
+// partition they came from. What makes decisions safe while the two views
+// disagree — a member dead in one and not yet in the other — is the
+// watermark: nodes gossip how far they read each partition, and a
+// partition nobody alive reports holds every decision back.
+type clusterNode struct {
+	id  string
+	log *slog.Logger
+	smp *sampler.Sampler
+	wm  *router.Watermarks
+	rc  *router.Receiver
+	tr  *cluster.Transport
+	ms  *cluster.Membership
+	cfg cluster.Config
+
+	mu    sync.Mutex // serializes Route.Add and Resend: the Route's buffers have one user at a time
+	route *router.Route
+
+	ctx     context.Context // for hand-offs on membership changes
+	last    map[string]string
+	onSize  func(n int)
+	leaving bool
+}
+
+// handler is what the transport delivers to: batches to the receiver, acks
+// to the route.
+type handler struct {
+	*router.Receiver
+	*router.Route
+}
+
+func newClusterNode(c ClusterConfig, id string, smp *sampler.Sampler, wm *router.Watermarks, reg prometheus.Registerer, log *slog.Logger) (*clusterNode, error) {
+	var key []byte
+	if c.SecretKeyFile != "" {
+		k, err := os.ReadFile(c.SecretKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster.secret_key_file: %w", err)
+		}
+		key = bytes.TrimSpace(k)
+		if n := len(key); n != 16 && n != 24 && n != 32 {
+			return nil, fmt.Errorf("cluster.secret_key_file: the key must be 16, 24 or 32 bytes, got %d", n)
+		}
+	}
+	if c.ForwardAddr == "" {
+		return nil, errors.New("cluster.forward_addr: required with cluster.gossip_addr (host:port peers forward spans to)")
+	}
+	cn := &clusterNode{id: id, log: log.With("component", "cluster"), smp: smp, wm: wm}
+	rm := router.NewRouteMetrics(reg)
+	cn.rc = router.NewReceiver(smp, rm)
+	h := &handler{Receiver: cn.rc}
+	var err error
+	cn.tr, err = cluster.NewTransport(cluster.TransportConfig{
+		NodeID: id, ListenAddr: c.ForwardAddr, SecretKey: key, Logger: cn.log,
+		Metrics: cluster.NewTransportMetrics(reg),
+		Resolve: func(n string) (string, bool) {
+			if cn.ms == nil {
+				return "", false
+			}
+			return cn.ms.ForwardAddr(n)
+		},
+	}, h)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.forward_addr: %w", err)
+	}
+	cn.route = router.NewRoute(smp, cn.tr, rm, cn.log)
+	h.Route = cn.route
+	wm.SetFloor(cn.route.OldestOrphan)
+	cn.cfg = cluster.Config{NodeID: id, GossipAddr: c.GossipAddr, ForwardAddr: c.ForwardAddr, Join: c.Join,
+		SecretKey: key, Logger: cn.log, OnMessage: cn.onMessage}
+	return cn, nil
+}
+
+// Add implements router.Dispatcher for the consumer.
+func (cn *clusterNode) Add(ctx context.Context, items []sampler.Item) error {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	return cn.route.Add(ctx, items)
+}
+
+// join starts gossip; ctx bounds hand-offs made on membership changes.
+func (cn *clusterNode) join(ctx context.Context) error {
+	cn.ctx = ctx
+	ms, err := cluster.Join(cn.cfg, cn.onChange)
+	if err != nil {
+		return err
+	}
+	cn.ms = ms
+	cn.log.Info("joined the cluster", "gossip_addr", ms.GossipAddr(), "members", len(ms.Members()))
+	return nil
+}
+
+// onChange rebuilds the ring and hands the traces this node buffers but no
+// longer owns to their new owners. It runs on the membership's notifier
+// goroutine, one change at a time.
+func (cn *clusterNode) onChange(members map[string]string) {
+	cn.mu.Lock()
+	leaving := cn.leaving
+	cn.mu.Unlock()
+	if leaving {
+		return // the ring without this node is already in place
+	}
+	ids := slices.Sorted(maps.Keys(members))
+	ring := cluster.NewRing(cn.id, ids)
+	cn.route.SetRing(ring)
+	for n := range cn.last {
+		if _, ok := members[n]; !ok {
+			cn.tr.Forget(n)
+			cn.wm.Forget(n)
+		}
+	}
+	cn.last = members
+	if cn.onSize != nil {
+		cn.onSize(len(members))
+	}
+	cn.log.Info("cluster changed", "members", ids)
+	cn.handoff(func(id *sampler.TraceID) bool { _, local := ring.Owner(id); return local })
+}
+
+// handoff moves buffered traces that mine rejects to their owners.
+func (cn *clusterNode) handoff(mine func(*sampler.TraceID) bool) {
+	items, err := cn.smp.Handoff(cn.ctx, mine)
+	if err != nil || len(items) == 0 {
+		return
+	}
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if err := cn.route.Add(cn.ctx, items); err != nil {
+		cn.log.Warn("hand-off interrupted; the spans will be read again from Kafka", "spans", len(items), "err", err)
+		return
+	}
+	cn.log.Info("handed traces to their new owners", "spans", len(items))
+}
+
+// run serves peers, acknowledges their batches, re-routes what failed and
+// gossips watermarks, until ctx is done.
+func (cn *clusterNode) run(ctx context.Context, g *errgroup.Group) {
+	g.Go(func() error { return cn.tr.Serve(ctx) })
+	g.Go(func() error { return cn.rc.Run(ctx, 200*time.Millisecond, cn.tr.Ack) })
+	g.Go(func() error {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+			cn.mu.Lock()
+			err := cn.route.Resend(ctx)
+			cn.mu.Unlock()
+			if err != nil && ctx.Err() == nil {
+				cn.log.Warn("re-routing failed", "err", err)
+			}
+			if cn.ms != nil {
+				cn.ms.Broadcast(encodeWatermarks(cn.id, cn.wm.Partitions(), time.Now().UnixNano()))
+			}
+		}
+	})
+}
+
+// leave takes this node out of the cluster for a graceful shutdown: peers
+// stop routing to it, and its buffered traces go to their new owners.
+// It waits, at most until ctx ends, for the owners to settle them.
+func (cn *clusterNode) leave(ctx context.Context) {
+	if cn.ms == nil {
+		return
+	}
+	cn.mu.Lock()
+	cn.leaving = true
+	cn.mu.Unlock()
+	if err := cn.ms.Leave(2 * time.Second); err != nil {
+		cn.log.Warn("leaving gossip", "err", err)
+	}
+	var others []string
+	for n := range cn.ms.Members() {
+		if n != cn.id {
+			others = append(others, n)
+		}
+	}
+	if len(others) == 0 {
+		return // the last node: decide here, as a single node does
+	}
+	cn.route.SetRing(cluster.NewRing(cn.id, others)) // a node not in the ring owns nothing
+	cn.handoff(func(*sampler.TraceID) bool { return false })
+	for cn.route.InFlight() > 0 && ctx.Err() == nil {
+		cn.mu.Lock()
+		cn.route.Resend(ctx)
+		cn.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	cn.log.Info("left the cluster", "unacknowledged_batches", cn.route.InFlight())
+}
+
+func (cn *clusterNode) close() {
+	if cn.ms != nil {
+		cn.ms.Shutdown()
+	}
+	cn.tr.Close()
+}
+
+// Watermark reports: 'W', version 1, node ID, time, then partition and
+// watermark pairs, all varints. A report fits one gossip packet for
+// hundreds of partitions.
+func encodeWatermarks(node string, parts map[int32]int64, at int64) []byte {
+	b := []byte{'W', 1}
+	b = binary.AppendUvarint(b, uint64(len(node)))
+	b = append(b, node...)
+	b = binary.AppendVarint(b, at)
+	b = binary.AppendUvarint(b, uint64(len(parts)))
+	for p, v := range parts {
+		b = binary.AppendVarint(b, int64(p))
+		b = binary.AppendVarint(b, v)
+	}
+	return b
+}
+
+func decodeWatermarks(b []byte) (node string, parts map[int32]int64, at int64, err error) {
+	bad := errors.New("malformed watermark report")
+	if len(b) < 2 || b[0] != 'W' || b[1] != 1 {
+		return "", nil, 0, bad
+	}
+	b = b[2:]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return "", nil, 0, bad
+	}
+	node, b = string(b[k:k+int(n)]), b[k+int(n):]
+	at, k = binary.Varint(b)
+	if k <= 0 {
+		return "", nil, 0, bad
+	}
+	b = b[k:]
+	cnt, k := binary.Uvarint(b)
+	if k <= 0 || cnt > 1<<16 {
+		return "", nil, 0, bad
+	}
+	b = b[k:]
+	parts = make(map[int32]int64, cnt)
+	for range cnt {
+		p, k1 := binary.Varint(b)
+		if k1 <= 0 {
+			return "", nil, 0, bad
+		}
+		v, k2 := binary.Varint(b[k1:])
+		if k2 <= 0 {
+			return "", nil, 0, bad
+		}
+		parts[int32(p)] = v
+		b = b[k1+k2:]
+	}
+	return node, parts, at, nil
+}
+
+func (cn *clusterNode) onMessage(msg []byte) {
+	node, parts, at, err := decodeWatermarks(msg)
+	if err != nil || node == cn.id {
+		return
+	}
+	cn.wm.Report(node, parts, at)
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tailsift/tailsift/bench/gen"
+	"github.com/tailsift/tailsift/router/broker"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// clusterProc runs a cluster node in a child process; join is a gossip
+// address of a running member ("" for the first).
+func clusterProc(t *testing.T, brokers, dir, name, gossip, join string) *exec.Cmd {
+	t.Helper()
+	args := []string{"run", "--brokers", brokers, "--group", "cluster", "--node-id", name,
+		"--archive", "file://" + dir, "--archive-roll-age", "1s", "--quiet-period", "1s", "--max-wait", "10s",
+		"--http-addr", freeAddr(t), "--log-level", "warn", "--grace-period", "20s", "--kafka-session-timeout", "6s",
+		"--gossip-addr", gossip, "--forward-addr", freeAddr(t)}
+	if join != "" {
+		args = append(args, "--join", join)
+	}
+	cmd := tailsiftCmd(args...)
+	cmd.Stderr = testLogWriter{t}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
+}
+
+// checkNoSplit fails if any trace in the archive was decided in more than
+// one place (rows with different decision times, late spans aside).
+func checkNoSplit(t *testing.T, dir string) (traces, split int) {
+	t.Helper()
+	db := openDuckDB(t)
+	q := fmt.Sprintf(`SELECT count(*), count(*) FILTER (WHERE d > 1) FROM (
+		SELECT trace_id, count(DISTINCT decided_at) FILTER (WHERE NOT late) AS d
+		FROM read_parquet('%s/**/*.parquet', hive_partitioning = true) GROUP BY trace_id)`, dir)
+	if err := db.QueryRow(q).Scan(&traces, &split); err != nil {
+		t.Fatal(err)
+	}
+	return traces, split
+}
+
+func startClusterTest(t *testing.T, traces int) (*broker.Broker, *kadm.Client, *gen.Truth, *kgo.Client) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts node processes")
+	}
+	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", Topic: "otlp_spans", Partitions: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	client, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic("otlp_spans"), kgo.ProducerBatchMaxBytes(16<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	return b, kadm.NewClient(client), nil, client
+}
+
+func stopAll(t *testing.T, procs ...*exec.Cmd) {
+	t.Helper()
+	for _, p := range procs {
+		p.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range procs {
+		if err := p.Wait(); err != nil {
+			t.Errorf("node exit after SIGTERM: %v", err)
+		}
+	}
+}
+
+// TestClusterKeepsTracesWhole runs three nodes, adds a fourth while
+// traffic flows, then stops one with SIGTERM: every kept trace is archived
+// whole and decided once.
+func TestClusterKeepsTracesWhole(t *testing.T) {
+	b, adm, _, client := startClusterTest(t, 0)
+	dir := t.TempDir()
+	g0 := freeAddr(t)
+	n0 := clusterProc(t, b.Addr(), dir, "n0", g0, "")
+	time.Sleep(500 * time.Millisecond)
+	n1 := clusterProc(t, b.Addr(), dir, "n1", freeAddr(t), g0)
+	n2 := clusterProc(t, b.Addr(), dir, "n2", freeAddr(t), g0)
+
+	ctx := context.Background()
+	truth1, err := gen.Produce(ctx, client, "otlp_spans", gen.Config{Seed: 11, Traces: 30_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n3 := clusterProc(t, b.Addr(), dir, "n3", freeAddr(t), g0)
+	truth2, err := gen.Produce(ctx, client, "otlp_spans", gen.Config{Seed: 12, Traces: 30_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	n1.Process.Signal(syscall.SIGTERM)
+	if err := n1.Wait(); err != nil {
+		t.Errorf("n1 exit after SIGTERM: %v", err)
+	}
+	waitCommitted(t, adm, "cluster", "otlp_spans", 4*time.Minute)
+	stopAll(t, n0, n2, n3)
+
+	checkArchiveHasKept(t, dir, []*gen.Truth{truth1, truth2}, 0.05)
+	traces, split := checkNoSplit(t, dir)
+	t.Logf("archived traces %d, decided in more than one place: %d", traces, split)
+	if split != 0 {
+		t.Fatalf("%d of %d archived traces were split", split, traces)
+	}
+}
+
+// TestClusterSurvivesKill kills one of three nodes with SIGKILL while it
+// works: every error trace is still kept, and split traces stay rare.
+func TestClusterSurvivesKill(t *testing.T) {
+	b, adm, _, client := startClusterTest(t, 0)
+	dir := t.TempDir()
+	g0 := freeAddr(t)
+	n0 := clusterProc(t, b.Addr(), dir, "n0", g0, "")
+	time.Sleep(500 * time.Millisecond)
+	n1 := clusterProc(t, b.Addr(), dir, "n1", freeAddr(t), g0)
+	n2 := clusterProc(t, b.Addr(), dir, "n2", freeAddr(t), g0)
+	truth, err := gen.Produce(context.Background(), client, "otlp_spans", gen.Config{Seed: 21, Traces: 50_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	n2.Process.Signal(syscall.SIGKILL)
+	n2.Wait()
+	waitCommitted(t, adm, "cluster", "otlp_spans", 4*time.Minute)
+	stopAll(t, n0, n1)
+
+	checkArchiveHasKept(t, dir, []*gen.Truth{truth}, 0.05)
+	traces, split := checkNoSplit(t, dir)
+	t.Logf("archived traces %d, decided in more than one place: %d (%.2f%%)", traces, split, 100*float64(split)/float64(traces))
+	if float64(split) > 0.005*float64(traces) {
+		t.Fatalf("%d of %d archived traces split (limit 0.5%%)", split, traces)
+	}
+}
