@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,9 @@ type Config struct {
 	// Kafka's; lower means faster recovery after a crash and more rebalances
 	// on a slow network.
 	SessionTimeout time.Duration
+	// DeadLetterTopic, if set, receives a copy of every record skipped as
+	// malformed or oversized.
+	DeadLetterTopic string
 	// Watermarks, if set, is kept up to date by the consumer (see
 	// Watermarks); otherwise the consumer keeps its own.
 	Watermarks *Watermarks
@@ -278,6 +282,15 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 	case <-timer.C:
 		c.cfg.Logger.Warn("shutdown grace period ended before the archive drained; unsettled spans will be re-read after restart", "grace", grace)
 	}
+	if c.cfg.DeadLetterTopic != "" {
+		// Copies to the dead-letter topic hold their records' offsets back
+		// until acknowledged; give them a moment to land.
+		fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := c.client.Flush(fctx); err != nil {
+			c.cfg.Logger.Warn("dead-letter copies not acknowledged before shutdown; their records will be re-read after restart", "err", err)
+		}
+		cancel()
+	}
 	c.track.advance()
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -321,6 +334,7 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 		c.m.malformed.WithLabelValues(badOversized).Inc()
 		c.log.Warn(badOversized, "skipped oversized message", "partition", r.Partition, "offset", r.Offset,
 			"bytes", len(r.Value), "max_message_bytes", c.cfg.MaxMessageBytes)
+		c.deadLetter(r, &rec.Pending, badOversized, "larger than kafka.max_message_bytes")
 		return batch
 	}
 	items, err := c.scanner.Scan(r.Value, &rec.Pending)
@@ -333,6 +347,7 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 		}
 		c.m.malformed.WithLabelValues(kind).Inc()
 		c.log.Warn(kind, "skipped malformed message", "partition", r.Partition, "offset", r.Offset, "err", err)
+		c.deadLetter(r, &rec.Pending, kind, err.Error())
 		return batch
 	}
 	if n := c.scanner.invalid[0]; n > 0 {
@@ -402,6 +417,8 @@ type Metrics struct {
 	commitErrors     prometheus.Counter
 	throttled        prometheus.Counter
 	skewedSpans      prometheus.Counter
+	deadLettered     prometheus.Counter
+	deadLetterErrors prometheus.Counter
 	unsettledRecords *prometheus.GaugeVec
 	unsettledAge     *prometheus.GaugeVec
 }
@@ -433,6 +450,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		skewedSpans: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_router_skewed_spans_total",
 			Help: "Spans whose start is over an hour ahead of or 30 days behind this node's clock, or that end before they start. They are kept."}),
+		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_dead_lettered_total", Help: "Bad records copied to the dead-letter topic."}),
+		deadLetterErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_dead_letter_errors_total", Help: "Bad records the dead-letter topic did not take (they are dropped)."}),
 		unsettledRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tailsift_router_unsettled_records", Help: "Records polled whose spans are not all dropped or durable, by partition."},
 			[]string{"partition"}),
@@ -442,7 +463,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.bytes, m.spans, m.malformed, m.invalidSpans, m.fetchErrors,
-			m.commits, m.commitErrors, m.throttled, m.skewedSpans, m.unsettledRecords, m.unsettledAge)
+			m.commits, m.commitErrors, m.throttled, m.skewedSpans, m.deadLettered, m.deadLetterErrors,
+			m.unsettledRecords, m.unsettledAge)
 	}
 	return m
 }
@@ -491,6 +513,30 @@ func (t *throttledLog) Warn(key, msg string, args ...any) {
 	if ok {
 		t.log.Warn(msg, args...)
 	}
+}
+
+// deadLetter copies a record the node cannot use to the dead-letter topic,
+// when one is configured, with headers saying why and where it came from.
+// The record stays unsettled until the copy is acknowledged, so its offset
+// is committed only once the copy is safe.
+func (c *Consumer) deadLetter(r *kgo.Record, p *sampler.Pending, kind, reason string) {
+	if c.cfg.DeadLetterTopic == "" {
+		return
+	}
+	p.Add(1)
+	dl := &kgo.Record{Topic: c.cfg.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: append(slices.Clone(r.Headers),
+		kgo.RecordHeader{Key: "tailsift.error.kind", Value: []byte(kind)},
+		kgo.RecordHeader{Key: "tailsift.error", Value: []byte(reason)},
+		kgo.RecordHeader{Key: "tailsift.source", Value: fmt.Appendf(nil, "%s/%d/%d", r.Topic, r.Partition, r.Offset)})}
+	c.client.Produce(context.Background(), dl, func(_ *kgo.Record, err error) {
+		if err != nil {
+			c.m.deadLetterErrors.Inc()
+			c.log.Warn("dead-letter", "copying a bad record to the dead-letter topic failed; it is dropped", "err", err)
+		} else {
+			c.m.deadLettered.Inc()
+		}
+		p.Done()
+	})
 }
 
 // readPos is how far a poll read one partition.

@@ -53,6 +53,7 @@ type KafkaConfig struct {
 	CommitInterval      time.Duration `yaml:"commit_interval"`
 	MaxUnsettledRecords int           `yaml:"max_unsettled_records"`
 	SessionTimeout      time.Duration `yaml:"session_timeout"`
+	DeadLetterTopic     string        `yaml:"dead_letter_topic"`
 	TLS                 TLSConfig     `yaml:"tls"`
 	SASL                SASLConfig    `yaml:"sasl"`
 }
@@ -154,6 +155,8 @@ var runFlags = []flagBinding{
 	{"group", "kafka.group", "Kafka consumer group"},
 	{"encoding", "kafka.encoding", "message encoding: otlp_proto or otlp_json"},
 	{"max-message-bytes", "kafka.max_message_bytes", "skip (and count) larger messages"},
+	{"dead-letter-topic", "kafka.dead_letter_topic", "copy malformed or oversized records to this topic"},
+	{"archive-spool-dir", "archive.spool_dir", "where finished files wait for upload to object storage"},
 	{"kafka-session-timeout", "kafka.session_timeout", "reassign a silent member's partitions after this long"},
 	{"kafka-tls", "kafka.tls.enabled", "connect to Kafka with TLS"},
 	{"kafka-tls-ca", "kafka.tls.ca_file", "PEM file of CAs to trust for Kafka"},

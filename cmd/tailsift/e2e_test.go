@@ -17,6 +17,7 @@ import (
 	_ "github.com/duckdb/duckdb-go/v2"
 	"github.com/tailsift/tailsift/bench/gen"
 	"github.com/tailsift/tailsift/router/broker"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -170,7 +171,13 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	n, stop := startTestNode(t, b.Addr(), topic, dir, nil)
+	// The dead-letter topic exists before the node starts, as in production
+	// (producers do not create topics).
+	const dlq = "otlp_spans_dead"
+	if _, err := kadm.NewClient(client).CreateTopic(ctx, 1, 1, nil, dlq); err != nil {
+		t.Fatal(err)
+	}
+	n, stop := startTestNode(t, b.Addr(), topic, dir, func(c *Config) { c.Kafka.DeadLetterTopic = dlq })
 	waitRecords(t, n, int64(truth1.Messages+len(files)))
 	if err := n.sampler.Flush(ctx); err != nil {
 		t.Fatal(err)
@@ -180,6 +187,7 @@ func TestEndToEnd(t *testing.T) {
 	if got := sumCounter(n.reg, "tailsift_router_malformed_messages_total", "", ""); got != float64(len(bad)) {
 		t.Errorf("malformed messages counted: %v, want %d", got, len(bad))
 	}
+	checkDeadLetters(t, b.Addr(), dlq, bad)
 	if got, want := sumCounter(n.reg, "tailsift_router_spans_received_total", "", ""), float64(truth1.Spans+truth2.Spans); got != want {
 		t.Errorf("spans received: %v, want %v", got, want)
 	}
@@ -264,5 +272,44 @@ func TestEndToEnd(t *testing.T) {
 	out, err := tailsiftCmd("retention", "--archive", "file://"+dir, "--max-age", "30d", "--dry-run").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "would delete 0 of 1 partitions") {
 		t.Fatalf("tailsift retention: %v\n%s", err, out)
+	}
+}
+
+// checkDeadLetters reads the dead-letter topic and checks it holds exactly
+// the bad messages, each with headers naming why and where it came from.
+func checkDeadLetters(t *testing.T, addr, topic string, bad [][]byte) {
+	t.Helper()
+	c, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got []*kgo.Record
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got) < len(bad) && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		fs := c.PollFetches(ctx)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) { got = append(got, r) })
+	}
+	if len(got) != len(bad) {
+		t.Fatalf("dead-letter topic holds %d records, want %d", len(got), len(bad))
+	}
+	want := map[string]bool{}
+	for _, v := range bad {
+		want[string(v)] = true
+	}
+	for _, r := range got {
+		if !want[string(r.Value)] {
+			t.Errorf("dead-letter record of %d bytes is not one of the bad messages", len(r.Value))
+		}
+		h := map[string]string{}
+		for _, x := range r.Headers {
+			h[x.Key] = string(x.Value)
+		}
+		if h["tailsift.error.kind"] == "" || h["tailsift.error"] == "" || !strings.HasPrefix(h["tailsift.source"], "otlp_spans/") {
+			t.Errorf("dead-letter record headers: %v", h)
+		}
 	}
 }

@@ -162,6 +162,7 @@ func validateConfig(cfg Config) (*parts, error) {
 		CommitInterval:      cfg.Kafka.CommitInterval,
 		MaxUnsettledRecords: cfg.Kafka.MaxUnsettledRecords,
 		SessionTimeout:      cfg.Kafka.SessionTimeout,
+		DeadLetterTopic:     cfg.Kafka.DeadLetterTopic,
 		ClientOpts:          secOpts,
 	}
 	errs = append(errs, p.kafka.Validate())
