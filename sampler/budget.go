@@ -29,7 +29,8 @@ type BudgetConfig struct {
 	// class) has a trace kept at least once per window, whatever the load.
 	// Default 10s.
 	KeyWindow time.Duration
-	// MaxErrorKeys bounds the error keys tracked. Default 10,000.
+	// MaxErrorKeys bounds the keys (strata) tracked; traces of keys past
+	// it are sampled by an independent draw. Default 10,000.
 	MaxErrorKeys int
 	// Reserve is the share of the rate set aside for each of the slow and
 	// the other traces, as far as they offer that much, even when errors
@@ -66,31 +67,44 @@ var budgetDropReasons = [numClasses]string{"budget/error", "budget/slow", "budge
 // priority class (errors, slow, the rest), smooths it (exponentially, half
 // weight to the latest interval), and hands out the node's rate in priority
 // order: errors first, then slow traces, then the rest get what is left.
-// Each class's share divided by its offered cost is its keep probability for
-// the next interval. A kept trace's sample rate is multiplied by 1/q, so
-// SUM(sample_rate) still estimates the true counts.
+// Each class's share divided by its offered cost is its keep probability p
+// for the next interval.
 //
-// When errors alone exceed the budget, errors are sampled by key (root
-// service + route + status class) by water-filling: each key gets an equal
-// share, keys offering less than the share are kept whole, and the first
-// error trace of each key in every KeyWindow is kept regardless, so every
-// distinct error is seen even in a storm. That trace's probability was 1 at
-// the moment it was decided, which keeps the estimate unbiased.
+// Within a class, traces are sampled per stratum (root service + route, and
+// for errors the status class), so that counts by those keys come out
+// nearly exact rather than with the spread of independent coin flips. Each
+// stratum accumulates credit, p per trace offered, and keeps a trace when
+// its credit reaches the trace's own draw (a seeded hash of its ID), paying
+// one credit: the number kept is within a couple of traces of the sum of
+// the probabilities, yet which traces are kept stays random, so a periodic
+// pattern in the traffic cannot alias with the sampling. A kept trace's
+// sample rate is the sum of the inner sample rates of the traces its
+// stratum was offered since its previous kept one, itself included: that is
+// the count it stands for, so SUM(sample_rate) by any grouping coarser than
+// the strata is off by at most the traces offered after each stratum's last
+// kept trace (about 1/p each), whatever the probabilities did in between.
+// Strata past MaxErrorKeys fall back to an independent draw with sample
+// rate 1/p.
+//
+// When errors alone exceed the budget, error strata are given their
+// probabilities by water-filling: each gets an equal share, strata offering
+// less than the share are kept whole, and the first error trace of each in
+// every KeyWindow is kept regardless, so every distinct error is seen even
+// in a storm.
 //
 // A token bucket refilled at the node's rate is the backstop for what
 // prediction misses (the first interval, a sudden burst): a trace it cannot
-// pay for is dropped. A class within its predicted share may run the bucket
-// into a small debt; past its share, slow and other traces stop drawing
-// earlier than errors (see floor), so a burst spends what is left on errors.
-// Drops by the bucket are not re-weighted (their probability was not known
-// in advance), which is why the predicted probabilities aim slightly under
-// the rate (98%): the bucket then rarely binds. The shares also reserve a
-// little for slow and other traces during an error storm (Reserve), since a
-// class given probability 0 cannot be counted by any sample rate.
+// pay for is dropped, and the next kept trace of its stratum stands for it.
+// A class within its predicted share may run the bucket into a small debt;
+// past its share, slow and other traces stop drawing earlier than errors
+// (see floor), so a burst spends what is left on errors. The predicted
+// probabilities aim slightly under the rate (98%), so the bucket rarely
+// binds. The shares also reserve a little for slow and other traces during
+// an error storm (Reserve), so they are still counted.
 //
-// The draw is a hash of the trace ID under a seed of its own, independent of
-// the randomness the inner policies test, so the cap's factor multiplies
-// theirs. Put Budget outermost, outside HeadSampling.
+// Sampling by credit depends on the order traces are decided in, so a trace
+// decided again after a crash may be decided differently; both outcomes
+// leave the counts right to within a trace or two per stratum.
 //
 // Concurrency: Decide is called from every shard. The inner policy and the
 // key hashing run outside the lock; one mutex guards the accounting, held
@@ -123,15 +137,18 @@ type Budget struct {
 	ewma      [numClasses]float64 // smoothed offered cost per second
 	q         [numClasses]float64 // keep probability for the next interval
 	share     [numClasses]float64 // cost per second each class is predicted to keep
-	errKeys   map[uint64]*budgetKey
+	keys      map[uint64]*budgetKey
 	stats     BudgetStats
 }
 
-// budgetKey is one error key's accounting, guarded by Budget.mu.
+// budgetKey is one stratum's accounting, guarded by Budget.mu.
 type budgetKey struct {
+	class      int
 	cost       float64 // cost offered this interval
 	ewma       float64 // smoothed offered cost per second
-	p          float64 // keep probability
+	p          float64 // keep probability (error keys; others use their class's)
+	credit     float64 // keep probability accumulated, less one per trace kept
+	owed       float64 // sample rates of the traces offered since the last kept
 	lastWindow int64   // KeyWindow index of the last kept trace, -1: never
 }
 
@@ -140,7 +157,11 @@ type BudgetStats struct {
 	Offered     [numClasses]int64 // traces the inner policy kept
 	Kept        [numClasses]int64 // of those, kept by the cap
 	Forced      int64             // error traces kept as their key's first in a window
-	BucketDrops [numClasses]int64 // drops by the token bucket (not re-weighted)
+	BucketDrops [numClasses]int64 // drops by the token bucket (counted by the next kept trace of their stratum)
+	KeptSpans   [numClasses]int64 // spans of the traces kept
+	Rate        float64           // this node's share of the budget, spans (or bytes) per second
+	Bytes       bool              // whether Rate is in bytes
+	Probability [numClasses]float64
 }
 
 // NewBudget wraps inner with a cost cap. The cap starts with this node
@@ -197,7 +218,7 @@ func NewBudget(cfg BudgetConfig, inner Policy, clock Clock) (*Budget, error) {
 		maxKeys:   cfg.MaxErrorKeys,
 		reserve:   cfg.Reserve,
 		warmup:    min(cfg.AdjustInterval, 100*time.Millisecond),
-		errKeys:   make(map[uint64]*budgetKey),
+		keys:      make(map[uint64]*budgetKey),
 	}
 	b.nodes.Store(1)
 	b.q = [numClasses]float64{1, 1, 1}
@@ -218,7 +239,14 @@ func (b *Budget) SetShare(n int) {
 func (b *Budget) Stats() BudgetStats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.stats
+	st := b.stats
+	st.Rate = b.rate
+	if !b.started {
+		st.Rate = b.cluster / float64(b.nodes.Load())
+	}
+	st.Bytes = b.bytes
+	st.Probability = b.q
+	return st
 }
 
 // Name implements Policy.
@@ -239,16 +267,7 @@ func (b *Budget) Decide(t *Trace) Verdict {
 		cost = float64(t.Bytes)
 	}
 	class := classify(t, v.Reason)
-	var keyHash uint64
-	if class == ClassError {
-		var buf [160]byte
-		k := append(buf[:0], t.RootService()...)
-		k = append(k, 0x1f)
-		k = t.appendRoute(k)
-		k = append(k, 0x1f)
-		k = t.appendStatusClass(k)
-		keyHash = xxhash.Sum64(k)
-	}
+	keyHash := stratumHash(t, class)
 	u := budgetDraw(&t.ID)
 	now := b.clock.Now().UnixNano()
 
@@ -257,39 +276,48 @@ func (b *Budget) Decide(t *Trace) Verdict {
 	b.offered[class] += cost
 	b.offeredN[class]++
 	b.stats.Offered[class]++
+	key := b.keys[keyHash]
+	if key == nil && len(b.keys) < b.maxKeys {
+		key = &budgetKey{class: class, p: b.q[class], lastWindow: -1}
+		b.keys[keyHash] = key
+	}
+	var want, forced bool
 	p := b.q[class]
-	forced := false
-	var key *budgetKey
-	if class == ClassError {
-		key = b.errKeys[keyHash]
-		if key == nil && len(b.errKeys) < b.maxKeys {
-			key = &budgetKey{p: b.q[ClassError], lastWindow: -1}
-			b.errKeys[keyHash] = key
-		}
-		if key != nil {
-			key.cost += cost
+	if key != nil {
+		if class == ClassError {
 			p = key.p
 			forced = key.lastWindow != now/b.keyWindow
 		}
+		key.cost += cost
+		key.owed += v.SampleRate
+		key.credit = min(key.credit+p, 2)
+		want = forced || key.credit >= u
+	} else {
+		want = u < p
 	}
-	keep := forced
-	if !keep && u < p {
-		if b.tokens > b.floor(class, now) {
+	keep := false
+	if want {
+		if forced || b.tokens > b.floor(class, now) {
 			keep = true
 		} else {
 			b.stats.BucketDrops[class]++
 		}
 	}
+	rate := v.SampleRate / min(p, 1)
 	if keep {
 		b.tokens -= cost
 		b.kept[class] += cost
 		b.stats.Kept[class]++
-		if key != nil {
-			key.lastWindow = now / b.keyWindow
-		}
+		b.stats.KeptSpans[class] += int64(len(t.Spans))
 		if forced {
 			b.stats.Forced++
-			p = 1
+		}
+		if key != nil {
+			if key.credit >= u {
+				key.credit--
+			}
+			rate, key.owed = key.owed, 0
+			key.lastWindow = now / b.keyWindow
 		}
 	}
 	b.mu.Unlock()
@@ -297,8 +325,23 @@ func (b *Budget) Decide(t *Trace) Verdict {
 	if !keep {
 		return Verdict{Decision: Drop, Reason: budgetDropReasons[class]}
 	}
-	v.SampleRate /= min(p, 1)
+	v.SampleRate = rate
 	return v
+}
+
+// stratumHash is the key a trace is sampled under: its class, root service
+// and route, and for errors the status class too.
+func stratumHash(t *Trace, class int) uint64 {
+	var buf [160]byte
+	k := append(buf[:0], byte(class), 0x1f)
+	k = append(k, t.RootService()...)
+	k = append(k, 0x1f)
+	k = t.appendRoute(k)
+	if class == ClassError {
+		k = append(k, 0x1f)
+		k = t.appendStatusClass(k)
+	}
+	return xxhash.Sum64(k)
 }
 
 // classify puts a kept trace in its priority class.
@@ -314,25 +357,27 @@ func classify(t *Trace, reason string) int {
 
 // floor is the token level below which class may no longer draw.
 //
-// A class still within the share predicted for it this interval (with
-// slack for sampling noise: 1.5 times, plus a tenth of the depth) may run the
-// bucket into debt, down to minus half its depth: its probability was set
-// for that share, and dropping it now would bias its counts, most of all for
-// a class sampled at 1% where each drop loses a weight of 100. Past its
-// share (prediction was wrong) errors draw down to zero, and slow and other
-// traces stop at a quarter and a half of the depth, leaving the rest to
-// errors. The debt bounds the overshoot over any window to 1.5 depths.
+// Slow and other traces stop at a quarter and a half of the bucket's depth,
+// leaving the rest to errors: a burst, or a prediction that overshot while
+// the load was ramping up, then spends what is left on errors. (A trace the
+// bucket drops is still counted, by the next kept trace of its stratum.)
+// Errors predicted to fit the budget whole, or still within their predicted
+// share (with slack for sampling noise: 1.5 times, plus a tenth of the
+// depth), may run the bucket into a debt of half its depth: a few large
+// error traces arriving together are no reason to drop one. Past their
+// share, errors draw down to zero. The debt bounds the overshoot over any
+// window to 1.5 depths.
 func (b *Budget) floor(class int, now int64) float64 {
 	depth := b.rate * b.burst
-	soFar := float64(now-b.tickStart) / 1e9
-	if b.kept[class] < 1.5*b.share[class]*soFar+depth/10 {
-		return -depth / 2
-	}
 	switch class {
 	case ClassSlow:
 		return depth / 4
 	case ClassRest:
 		return depth / 2
+	}
+	soFar := float64(now-b.tickStart) / 1e9
+	if b.q[ClassError] >= 1 || b.kept[class] < 1.5*b.share[class]*soFar+depth/10 {
+		return -depth / 2
 	}
 	return 0
 }
@@ -435,19 +480,23 @@ func smooth(avg, r float64) float64 {
 // adjustErrorKeys water-fills the errors' share over the error keys: λ such
 // that Σ min(c_k, λ) = q_error·Σ c_k, and p_k = min(1, λ/c_k).
 func (b *Budget) adjustErrorKeys(elapsed float64, now int64) {
-	costs := make([]float64, 0, len(b.errKeys))
+	costs := make([]float64, 0, len(b.keys))
 	window := now / b.keyWindow
-	for h, k := range b.errKeys {
+	for h, k := range b.keys {
 		k.ewma = smooth(k.ewma, k.cost/elapsed)
 		k.cost = 0
 		if k.ewma < 1e-3 && k.lastWindow < window-1 {
-			delete(b.errKeys, h)
+			// Idle for a window: forget it. What it owed (traces offered
+			// after its last kept one) is at most about 1/p traces.
+			delete(b.keys, h)
 			continue
 		}
-		costs = append(costs, k.ewma)
+		if k.class == ClassError {
+			costs = append(costs, k.ewma)
+		}
 	}
 	if b.q[ClassError] >= 1 {
-		for _, k := range b.errKeys {
+		for _, k := range b.keys {
 			k.p = 1
 		}
 		return
@@ -459,9 +508,9 @@ func (b *Budget) adjustErrorKeys(elapsed float64, now int64) {
 		sum += c
 	}
 	lambda := fillLevel(costs, b.q[ClassError]*sum)
-	for _, k := range b.errKeys {
+	for _, k := range b.keys {
 		k.p = 1
-		if k.ewma > lambda {
+		if k.class == ClassError && k.ewma > lambda {
 			k.p = lambda / k.ewma
 		}
 	}

@@ -208,6 +208,19 @@ func (s *Sampler) Flush(ctx context.Context) error {
 	return s.onShards(ctx, func(sh *shard, now time.Time) { sh.flush(ctx, now) })
 }
 
+// Expire decides the traces complete by now, as the shards' ticker does,
+// after every batch queued before the call is buffered. For simulations
+// that drive the clocks themselves and must not depend on when the ticker
+// fires.
+func (s *Sampler) Expire(ctx context.Context) error {
+	return s.onShards(ctx, func(sh *shard, now time.Time) {
+		if in := sh.cfg.InputClock; in != nil {
+			now = in.Now()
+		}
+		sh.expire(ctx, now)
+	})
+}
+
 // Handoff removes every buffered trace for which mine returns false and
 // returns its spans, still unsettled, for the caller to send to the trace's
 // new owner. Used when the ring changes, and for all traces when this node

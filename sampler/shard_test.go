@@ -347,3 +347,56 @@ func TestSamplerWaitsForInputClock(t *testing.T) {
 		t.Fatal("not decided after the input clock passed the quiet period")
 	}
 }
+
+// TestLateSpansFollowDecisionsUpToHorizon: a late span follows its trace's
+// decision as long as the decision cache remembers it (DecisionCacheSize
+// dropped traces, a quarter as many kept ones) and starts a new trace once
+// the decision is forgotten.
+func TestLateSpansFollowDecisionsUpToHorizon(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+	const size = 64
+	for _, c := range []struct {
+		name    string
+		policy  Policy
+		horizon int
+	}{{"dropped", dropAll, size}, {"kept", fixedPolicy{Verdict{Decision: Keep, SampleRate: 7, Reason: "p"}}, size / 4}} {
+		t.Run(c.name, func(t *testing.T) {
+			sh, out := testShard(t, Config{Shards: 1, QuietPeriod: time.Second, MaxWait: 5 * time.Second, DecisionCacheSize: size}, c.policy)
+			decide := func(from, to int, at time.Time) {
+				for n := from; n <= to; n++ {
+					it := item(tid(byte(n)), true, false, nil)
+					sh.add(ctx, &it, at)
+				}
+				sh.expire(ctx, at.Add(time.Second))
+				drain(out)
+			}
+			decide(1, c.horizon, t0)
+			// The oldest decision is at the horizon: a late span follows it.
+			var src Pending
+			late := item(tid(1), false, false, &src)
+			sh.add(ctx, &late, t0.Add(time.Minute))
+			if len(sh.traces) != 0 {
+				t.Fatalf("late span at the horizon started a new trace")
+			}
+			if c.policy == dropAll && !src.Settled() {
+				t.Fatal("late span of a dropped trace not settled at once")
+			}
+			if c.policy != dropAll {
+				sh.expire(ctx, t0.Add(time.Minute))
+				ks := drain(out)
+				if len(ks) != 1 || !ks[0].Late || ks[0].SampleRate != 7 || ks[0].Reason != "p" {
+					t.Fatalf("late span of a kept trace: %+v", ks)
+				}
+				ks[0].Release()
+			}
+			// One more decision pushes trace 1 past the horizon.
+			decide(c.horizon+1, c.horizon+1, t0.Add(time.Minute))
+			again := item(tid(1), false, false, nil)
+			sh.add(ctx, &again, t0.Add(2*time.Minute))
+			if len(sh.traces) != 1 {
+				t.Fatalf("span past the horizon: %d traces buffered, want a new one", len(sh.traces))
+			}
+		})
+	}
+}

@@ -227,6 +227,7 @@ func newNode(cfg Config, logOut io.Writer) (*node, error) {
 	n.reg.MustRegister(n.m.reloads)
 	n.sampler = sampler.New(p.sampler, p.policy, n.kept, sampler.NewMetrics(n.reg), nil)
 	n.applyShare(p.policy)
+	n.reg.MustRegister(sampler.NewBudgetCollector(n.sampler.Policy))
 	var dispatch router.Dispatcher = n.sampler
 	if cfg.Cluster.GossipAddr != "" {
 		if n.cluster, err = newClusterNode(cfg.Cluster, cfg.NodeID, n.sampler, p.kafka.Watermarks, n.reg, logger); err != nil {
