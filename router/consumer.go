@@ -49,6 +49,12 @@ type Config struct {
 	// Kafka's; lower means faster recovery after a crash and more rebalances
 	// on a slow network.
 	SessionTimeout time.Duration
+	// Full, if set, pauses polling while it returns true: the sampler's
+	// buffer is near its memory bound, and Kafka holds what is not yet read
+	// better than the heap would. The sampler must make room on its own
+	// (it decides its oldest traces early), since paused polling also holds
+	// the watermarks still.
+	Full func() bool
 	// DeadLetterTopic, if set, receives a copy of every record skipped as
 	// malformed or oversized.
 	DeadLetterTopic string
@@ -299,15 +305,21 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 	return nil
 }
 
-// waitForRoom blocks while too many records are in flight.
+// waitForRoom blocks while too many records are in flight, or the sampler
+// is full.
 func (c *Consumer) waitForRoom(ctx context.Context) error {
 	for {
 		c.track.advance()
 		_, n := c.track.unsettled(time.Now().UnixNano())
-		if n < c.cfg.MaxUnsettledRecords {
+		full := c.cfg.Full != nil && c.cfg.Full()
+		if n < c.cfg.MaxUnsettledRecords && !full {
 			return nil
 		}
-		c.m.throttled.Inc()
+		if full {
+			c.m.throttled.WithLabelValues("memory").Inc()
+		} else {
+			c.m.throttled.WithLabelValues("unsettled").Inc()
+		}
 		c.commit(ctx)
 		select {
 		case <-ctx.Done():
@@ -415,7 +427,7 @@ type Metrics struct {
 	fetchErrors      prometheus.Counter
 	commits          prometheus.Counter
 	commitErrors     prometheus.Counter
-	throttled        prometheus.Counter
+	throttled        *prometheus.CounterVec
 	skewedSpans      prometheus.Counter
 	deadLettered     prometheus.Counter
 	deadLetterErrors prometheus.Counter
@@ -445,8 +457,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tailsift_router_offset_commits_total", Help: "Successful offset commits."}),
 		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_router_offset_commit_errors_total", Help: "Failed offset commits (retried at the next interval)."}),
-		throttled: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tailsift_router_poll_throttled_total", Help: "Times polling paused because too many records were unsettled."}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tailsift_router_poll_throttled_total",
+			Help: "Times polling paused, by reason: unsettled (kafka.max_unsettled_records reached) or memory (the sampler's buffer near sampler.max_buffered_bytes)."},
+			[]string{"reason"}),
 		skewedSpans: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_router_skewed_spans_total",
 			Help: "Spans whose start is over an hour ahead of or 30 days behind this node's clock, or that end before they start. They are kept."}),

@@ -146,6 +146,11 @@ func (s *Sampler) Policy() Policy { return s.policy() }
 // BufferedBytes is the encoded size of the spans buffered now.
 func (s *Sampler) BufferedBytes() int64 { return s.bufferedBytes.Load() }
 
+// Full reports whether the buffer is at the level where the shards decide
+// their oldest traces early (90% of MaxBufferedBytes): input should pause
+// until they have made room.
+func (s *Sampler) Full() bool { return s.bufferedBytes.Load() >= s.cfg.MaxBufferedBytes/10*9 }
+
 // shardOf picks the shard of a trace. The hash is seeded apart from the
 // ring's so that shard and node choice are independent.
 func (s *Sampler) shardOf(id *TraceID) int {

@@ -158,6 +158,18 @@ func (sh *shard) expire(ctx context.Context, now time.Time) {
 		}
 		sh.decide(ctx, b, now, causeMaxWait)
 	}
+	// Near the memory bound, input pauses (Sampler.Full) and time may stand
+	// still with it, so room is made here: the oldest traces are decided
+	// early down to 80% of the bound.
+	if limit := sh.cfg.MaxBufferedBytes / int64(sh.cfg.Shards); sh.bytes >= limit/10*9 {
+		for sh.bytes > limit/10*8 {
+			old := sh.oldest()
+			if old == nil {
+				break
+			}
+			sh.decide(ctx, old, now, causeMemory)
+		}
+	}
 	sh.compactAge()
 	for id, k := range sh.late {
 		delete(sh.late, id)

@@ -201,6 +201,26 @@ func TestShardSpanLimitAndMemoryBound(t *testing.T) {
 	if first.ID != (TraceID{0: 2}) {
 		t.Fatalf("memory pressure decided %x first, want the oldest trace", first.ID)
 	}
+	// At the bound input pauses, and with it the input clock: a tick with no
+	// time passed still makes room, down to 80%, so input can resume.
+	if !sh.s.Full() {
+		t.Fatalf("buffer at %d of %d bytes not reported full", sh.bytes, 1<<20)
+	}
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-out:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	sh.expire(ctx, t0)
+	close(stop)
+	if sh.bytes > (1<<20)/10*8 || sh.s.Full() {
+		t.Fatalf("after a tick at the bound: %d bytes buffered, full=%v; want at most 80%% of %d", sh.bytes, sh.s.Full(), 1<<20)
+	}
 }
 
 func TestSamplerRunFlush(t *testing.T) {

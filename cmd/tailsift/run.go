@@ -239,6 +239,7 @@ func newNode(cfg Config, logOut io.Writer) (*node, error) {
 		}
 		dispatch = n.cluster
 	}
+	p.kafka.Full = n.sampler.Full
 	if n.consumer, err = router.NewConsumer(p.kafka, dispatch, router.NewMetrics(n.reg)); err != nil {
 		return nil, err
 	}
