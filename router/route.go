@@ -49,6 +49,8 @@ type Route struct {
 	ring atomic.Pointer[ringBox]
 	seq  atomic.Uint64
 
+	ackTimeout atomic.Int64 // nanoseconds; see SetAckTimeout
+
 	mu       sync.Mutex
 	inflight map[uint64]*flight // by batch sequence number
 	orphans  []sampler.Item     // failed sends, routed again by Run
@@ -74,8 +76,25 @@ func NewRoute(local Dispatcher, tr Transport, m *RouteMetrics, log *slog.Logger)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Route{local: local, tr: tr, m: m, log: log, inflight: make(map[uint64]*flight), perPeer: make(map[string][]sampler.Item)}
+	r := &Route{local: local, tr: tr, m: m, log: log, inflight: make(map[uint64]*flight), perPeer: make(map[string][]sampler.Item)}
+	r.ackTimeout.Store(int64(DefaultAckTimeout))
+	return r
 }
+
+// DefaultAckTimeout is how long a forwarded batch may wait for its
+// acknowledgement before it is routed again, unless SetAckTimeout says
+// otherwise.
+const DefaultAckTimeout = 10 * time.Minute
+
+// SetAckTimeout sets how long a forwarded batch may go unacknowledged
+// before its spans are routed again. An owner acknowledges once the spans
+// are dropped or durable, so this must exceed the longest a healthy owner
+// takes (sampler.max_wait plus archive.roll_age, plus any watermark hold).
+// It is what recovers spans sent to a peer that died and came back under
+// the same name before the others saw it go: the new process never
+// acknowledges the old one's batches, and the ring never drops the name.
+// Too short a timeout only costs duplicates.
+func (r *Route) SetAckTimeout(d time.Duration) { r.ackTimeout.Store(int64(d)) }
 
 // Add implements Dispatcher. It is called by one goroutine at a time (the
 // poll loop, or Run re-routing): its buffers are not shared.
@@ -202,6 +221,23 @@ func (r *Route) InFlight() int {
 	return len(r.inflight)
 }
 
+// expire makes orphans of the batches unacknowledged for longer than the
+// ack timeout.
+func (r *Route) expire(now time.Time) {
+	limit := time.Duration(r.ackTimeout.Load())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for seq, f := range r.inflight {
+		if now.Sub(f.sent) > limit {
+			delete(r.inflight, seq)
+			r.orphans = append(r.orphans, f.items...)
+			r.m.ackTimeouts.Inc()
+			r.log.Warn("forwarded batch not acknowledged in time; routing its spans again", "to", f.to,
+				"spans", len(f.items), "sent", f.sent, "ack_timeout", limit)
+		}
+	}
+}
+
 // Reroute routes again every span forwarded but not acknowledged, as if the
 // peers holding them had left. Used when this node hands off before exit.
 func (r *Route) takeOrphans() []sampler.Item {
@@ -215,6 +251,7 @@ func (r *Route) takeOrphans() []sampler.Item {
 // Resend routes orphaned spans again. The owner of Add (the poll loop)
 // calls it between polls, so Route's buffers keep a single user.
 func (r *Route) Resend(ctx context.Context) error {
+	r.expire(time.Now())
 	o := r.takeOrphans()
 	if len(o) == 0 {
 		return nil
@@ -379,6 +416,7 @@ type RouteMetrics struct {
 	badBatches     prometheus.Counter
 	ackErrors      prometheus.Counter
 	ackLatency     prometheus.Histogram
+	ackTimeouts    prometheus.Counter
 }
 
 // NewRouteMetrics creates the forwarding metrics and registers them with
@@ -404,10 +442,12 @@ func NewRouteMetrics(reg prometheus.Registerer) *RouteMetrics {
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "tailsift_router_forward_ack_seconds", Help: "Time from forwarding a batch to the owner acknowledging it (its spans settled).",
 			Buckets: []float64{0.1, 0.5, 1, 2, 5, 10, 30, 60, 120}}),
+		ackTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_forward_ack_timeouts_total", Help: "Forwarded batches not acknowledged within the ack timeout; their spans are routed again."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.forwardedSpans, m.forwardedBytes, m.batches, m.sendErrors, m.rerouted,
-			m.receivedSpans, m.badBatches, m.ackErrors, m.ackLatency)
+			m.receivedSpans, m.badBatches, m.ackErrors, m.ackLatency, m.ackTimeouts)
 	}
 	return m
 }

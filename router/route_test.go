@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tailsift/tailsift/sampler"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -221,6 +223,55 @@ func TestRouteReroutesWhenPeerLeavesOrFails(t *testing.T) {
 	}
 	if got := len(localA.items) - before; got != len(items2) {
 		t.Fatalf("failed send: %d of %d spans routed again locally", got, len(items2))
+	}
+}
+
+// TestRouteResendsUnacknowledged covers a peer that took a batch and then
+// never acknowledged it while staying in the ring (it died and came back
+// under the same name before the others noticed): after the ack timeout
+// its spans are routed again, to whoever owns them now.
+func TestRouteResendsUnacknowledged(t *testing.T) {
+	ctx := context.Background()
+	localA, localB := &recorder{}, &recorder{}
+	tr := &loopTransport{rc: NewReceiver(localB, nil)}
+	m := NewRouteMetrics(nil)
+	route := NewRoute(localA, tr, m, nil)
+	route.SetRing(fakeRing{members: map[string]bool{"a": true, "b": true}})
+	var src sampler.Pending
+	items := scanAll(t, testMessage(t, 20, 3), &src)
+	if err := route.Add(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	forwarded := len(localB.items)
+	// Within the timeout nothing moves.
+	if err := route.Resend(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(localB.items) != forwarded || route.InFlight() != 1 {
+		t.Fatalf("resent before the ack timeout: b has %d (was %d), %d in flight", len(localB.items), forwarded, route.InFlight())
+	}
+	route.SetAckTimeout(time.Nanosecond)
+	time.Sleep(time.Millisecond)
+	if err := route.Resend(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(localB.items) != 2*forwarded || testutil.ToFloat64(m.ackTimeouts) != 1 {
+		t.Fatalf("after the ack timeout b holds %d spans (want %d), ack timeouts %v",
+			len(localB.items), 2*forwarded, testutil.ToFloat64(m.ackTimeouts))
+	}
+	// The new copy settles the source once acknowledged; the old one is gone.
+	for _, it := range localA.items {
+		it.Span.Src.Done()
+	}
+	var seqs []uint64
+	tr.rc.mu.Lock()
+	for _, r := range tr.rc.pending {
+		seqs = append(seqs, r.seq)
+	}
+	tr.rc.mu.Unlock()
+	route.Acked("b", seqs)
+	if !src.Settled() || route.InFlight() != 0 {
+		t.Fatalf("after the ack: settled=%v inflight=%d", src.Settled(), route.InFlight())
 	}
 }
 
