@@ -29,6 +29,12 @@ type Config struct {
 	// SpoolDir holds finished files until they are uploaded (s3:// only).
 	// Default: $TMPDIR/tailsift-spool-<node>.
 	SpoolDir string
+	// SpoolMaxBytes caps the bytes of finished files waiting in the spool
+	// (s3:// only; default 10 GiB). Past 80% of it the writer warns; at
+	// the cap it stops taking decided traces until uploads make room, so
+	// the sampler and then the Kafka poll stop too and the records wait
+	// in Kafka, unsettled, instead of filling the disk or being dropped.
+	SpoolMaxBytes int64
 	// S3 configures the s3:// store.
 	S3 S3Config
 	// Redact lists attribute redaction rules applied before anything is
@@ -37,6 +43,9 @@ type Config struct {
 	RedactKey []byte
 	Logger    *slog.Logger
 }
+
+// DefaultRollAge is RollAge when not set.
+const DefaultRollAge = 5 * time.Minute
 
 // S3Config configures object storage. Credentials come from the standard
 // AWS chain (environment, shared config, instance role).
@@ -89,7 +98,7 @@ func (c *Config) setDefaults() {
 		c.RollBytes = 256 << 20
 	}
 	if c.RollAge == 0 {
-		c.RollAge = 5 * time.Minute
+		c.RollAge = DefaultRollAge
 	}
 	if c.RowGroupBytes == 0 {
 		c.RowGroupBytes = 32 << 20
@@ -99,6 +108,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.NodeID == "" {
 		c.NodeID = "node"
+	}
+	if c.SpoolMaxBytes == 0 {
+		c.SpoolMaxBytes = 10 << 30
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -116,6 +128,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RollAge < 0 || (c.RollAge > 0 && c.RollAge < time.Second) {
 		errs = append(errs, fmt.Errorf("archive.roll_age: must be at least 1s, got %v", c.RollAge))
+	}
+	if c.SpoolMaxBytes < 0 || (c.SpoolMaxBytes > 0 && c.SpoolMaxBytes < 1<<20) {
+		errs = append(errs, fmt.Errorf("archive.spool_max_bytes: must be at least 1MiB, got %d", c.SpoolMaxBytes))
 	}
 	if c.RowGroupBytes < 0 {
 		errs = append(errs, fmt.Errorf("archive.row_group_bytes: must be positive, got %d", c.RowGroupBytes))

@@ -15,6 +15,11 @@ type Metrics struct {
 	uploadedBytes  prometheus.Counter
 	uploadFailures prometheus.Counter
 	spoolFiles     prometheus.Gauge
+	spoolBytes     prometheus.Gauge
+	spoolMaxBytes  prometheus.Gauge
+	spoolUsage     prometheus.Gauge
+	spoolFull      prometheus.Gauge
+	spoolPaused    prometheus.Counter
 }
 
 // NewMetrics registers the archive metrics with reg (nil: unregistered).
@@ -40,13 +45,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Failed upload attempts; the file stays in the spool and is retried."}),
 		spoolFiles: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tailsift_archive_spool_files",
 			Help: "Finished files waiting in the local spool for upload."}),
+		spoolBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tailsift_archive_spool_bytes",
+			Help: "Bytes of finished files waiting in the local spool for upload."}),
+		spoolMaxBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tailsift_archive_spool_max_bytes",
+			Help: "The spool's cap (archive.spool_max_bytes)."}),
+		spoolUsage: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tailsift_archive_spool_usage_ratio",
+			Help: "Spool bytes over the cap: warns from 0.8; at 1 the node stops taking decided traces (Kafka holds the data)."}),
+		spoolFull: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tailsift_archive_spool_full",
+			Help: "1 while the spool is at its cap and the archive takes no decided traces, else 0."}),
+		spoolPaused: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_spool_full_total",
+			Help: "Times the spool reached its cap and the archive paused."}),
 	}
 	for _, s := range []string{"decode", "write"} {
 		m.errors.WithLabelValues(s)
 	}
 	if reg != nil {
 		reg.MustRegister(m.spans, m.files, m.bytes, m.openFiles, m.lastFile, m.errors,
-			m.uploads, m.uploadedBytes, m.uploadFailures, m.spoolFiles)
+			m.uploads, m.uploadedBytes, m.uploadFailures, m.spoolFiles,
+			m.spoolBytes, m.spoolMaxBytes, m.spoolUsage, m.spoolFull, m.spoolPaused)
 	}
 	return m
 }

@@ -93,13 +93,33 @@ type uploader struct {
 	log   *slog.Logger
 
 	mu       sync.Mutex
-	queue    []string
+	queue    []spooled
+	bytes    int64 // sum of the queued files' sizes
 	finished bool
 	wake     chan struct{}
 }
 
-func newUploader(store *s3Store, dir string, m *Metrics, log *slog.Logger) *uploader {
-	return &uploader{store: store, dir: dir, m: m, log: log, wake: make(chan struct{}, 1)}
+// spooled is a finished file waiting for upload.
+type spooled struct {
+	path string
+	size int64
+}
+
+// newUploader returns an uploader whose queue holds the files an earlier run
+// left in the spool, so they count against the spool's cap from the start.
+func newUploader(store *s3Store, dir string, m *Metrics, log *slog.Logger) (*uploader, error) {
+	u := &uploader{store: store, dir: dir, m: m, log: log, wake: make(chan struct{}, 1)}
+	left, err := filepath.Glob(filepath.Join(dir, "dt=*", "hour=*", "part-*.parquet"))
+	if err != nil {
+		return nil, err
+	}
+	if len(left) > 0 {
+		log.Info("uploading files spooled by a previous run", "files", len(left))
+	}
+	for _, f := range left {
+		u.enqueue(f)
+	}
+	return u, nil
 }
 
 func (u *uploader) signal() {
@@ -110,11 +130,29 @@ func (u *uploader) signal() {
 }
 
 func (u *uploader) enqueue(file string) {
+	var size int64
+	if st, err := os.Stat(file); err == nil {
+		size = st.Size()
+	}
 	u.mu.Lock()
-	u.queue = append(u.queue, file)
-	u.m.spoolFiles.Set(float64(len(u.queue)))
+	u.queue = append(u.queue, spooled{file, size})
+	u.bytes += size
+	u.gauges()
 	u.mu.Unlock()
 	u.signal()
+}
+
+// gauges updates the spool metrics; u.mu is held.
+func (u *uploader) gauges() {
+	u.m.spoolFiles.Set(float64(len(u.queue)))
+	u.m.spoolBytes.Set(float64(u.bytes))
+}
+
+// spooledBytes is the size of the files waiting for upload.
+func (u *uploader) spooledBytes() int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.bytes
 }
 
 // finish makes run return once the queue is empty.
@@ -129,29 +167,20 @@ func (u *uploader) next() (file string, ok, done bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if len(u.queue) > 0 {
-		return u.queue[0], true, false
+		return u.queue[0].path, true, false
 	}
 	return "", false, u.finished
 }
 
 func (u *uploader) pop() {
 	u.mu.Lock()
+	u.bytes -= u.queue[0].size
 	u.queue = u.queue[1:]
-	u.m.spoolFiles.Set(float64(len(u.queue)))
+	u.gauges()
 	u.mu.Unlock()
 }
 
 func (u *uploader) run(ctx context.Context) error {
-	left, err := filepath.Glob(filepath.Join(u.dir, "dt=*", "hour=*", "part-*.parquet"))
-	if err != nil {
-		return err
-	}
-	if len(left) > 0 {
-		u.log.Info("uploading files spooled by a previous run", "files", len(left))
-		u.mu.Lock()
-		u.queue = append(left, u.queue...)
-		u.mu.Unlock()
-	}
 	backoff := time.Second
 	for {
 		file, ok, done := u.next()

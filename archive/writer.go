@@ -32,6 +32,9 @@ type Writer struct {
 	rb    *rowBuilder
 	up    *uploader // nil for file://
 	now   func() time.Time
+
+	full     bool      // the spool is at its cap: in is not read
+	lastWarn time.Time // of the spool-nearly-full warning
 }
 
 // openFile is a Parquet file being written. Its name starts with a dot and
@@ -67,6 +70,7 @@ func New(ctx context.Context, cfg Config, m *Metrics) (*Writer, error) {
 		return nil, err
 	}
 	w.rb = newRowBuilder(red)
+	var store *s3Store
 	switch loc.scheme {
 	case "file":
 		w.dir = loc.dir
@@ -75,11 +79,9 @@ func New(ctx context.Context, cfg Config, m *Metrics) (*Writer, error) {
 			cfg.SpoolDir = filepath.Join(os.TempDir(), "tailsift-spool-"+cfg.NodeID)
 		}
 		w.dir = cfg.SpoolDir
-		store, err := newS3Store(ctx, loc, cfg.S3)
-		if err != nil {
+		if store, err = newS3Store(ctx, loc, cfg.S3); err != nil {
 			return nil, err
 		}
-		w.up = newUploader(store, w.dir, m, w.log)
 	}
 	if err := os.MkdirAll(w.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", w.dir, err)
@@ -92,6 +94,12 @@ func New(ctx context.Context, cfg Config, m *Metrics) (*Writer, error) {
 	os.Remove(probe.Name())
 	if err := removeIncomplete(w.dir, w.log); err != nil {
 		return nil, err
+	}
+	if store != nil {
+		if w.up, err = newUploader(store, w.dir, m, w.log); err != nil {
+			return nil, err
+		}
+		m.spoolMaxBytes.Set(float64(cfg.SpoolMaxBytes))
 	}
 	return w, nil
 }
@@ -132,8 +140,12 @@ func (w *Writer) Run(ctx context.Context, in <-chan *sampler.Kept) error {
 	var err error
 loop:
 	for {
+		take := in
+		if w.spoolFull() {
+			take = nil // backpressure: the sampler, then the Kafka poll, wait
+		}
 		select {
-		case k, ok := <-in:
+		case k, ok := <-take:
 			if !ok {
 				break loop
 			}
@@ -160,6 +172,39 @@ loop:
 	}
 	return err
 }
+
+// spoolFull reports whether the spool is at its cap, keeps the spool
+// gauges current, and warns (at most once a minute) when it nears the cap.
+func (w *Writer) spoolFull() bool {
+	if w.up == nil {
+		return false
+	}
+	b, limit := w.up.spooledBytes(), w.cfg.SpoolMaxBytes
+	ratio := float64(b) / float64(limit)
+	w.m.spoolUsage.Set(ratio)
+	full := b >= limit
+	switch {
+	case full && !w.full:
+		w.m.spoolFull.Set(1)
+		w.m.spoolPaused.Inc()
+		w.log.Warn("archive spool full: taking no decided traces until uploads make room; their records wait in Kafka, "+
+			"unsettled. Check that the object store is reachable, or raise archive.spool_max_bytes",
+			"spool_dir", w.dir, "spool_bytes", b, "spool_max_bytes", limit)
+	case !full && w.full:
+		w.m.spoolFull.Set(0)
+		w.log.Info("archive spool has room again; taking decided traces", "spool_bytes", b, "spool_max_bytes", limit)
+	case !full && ratio >= spoolWarnRatio && w.now().Sub(w.lastWarn) >= time.Minute:
+		w.lastWarn = w.now()
+		w.log.Warn("archive spool nearly full: uploads are not keeping up (is the object store reachable?); "+
+			"at the cap the node stops taking decided traces", "spool_dir", w.dir, "spool_bytes", b,
+			"spool_max_bytes", limit, "usage", fmt.Sprintf("%.0f%%", 100*ratio))
+	}
+	w.full = full
+	return full
+}
+
+// spoolWarnRatio is the spool usage from which the writer warns.
+const spoolWarnRatio = 0.8
 
 // partitionOf returns the Hive partition of a trace: the hour its first span
 // started, in UTC. A start time that is unset or absurd (more than a day

@@ -101,7 +101,10 @@ type ArchiveConfig struct {
 	RollBytes int64         `yaml:"roll_bytes"`
 	RollAge   time.Duration `yaml:"roll_age"`
 	SpoolDir  string        `yaml:"spool_dir"`
-	S3        S3Config      `yaml:"s3"`
+	// SpoolMaxBytes caps the spool; at the cap the node stops taking
+	// decided traces and Kafka holds the data (default 10GiB).
+	SpoolMaxBytes int64    `yaml:"spool_max_bytes"`
+	S3            S3Config `yaml:"s3"`
 	// Redact rules apply to attributes before anything is written;
 	// RedactKeyFile holds the key of the hash action.
 	Redact        []archive.RedactRule `yaml:"redact"`
@@ -157,6 +160,7 @@ var runFlags = []flagBinding{
 	{"max-message-bytes", "kafka.max_message_bytes", "skip (and count) larger messages"},
 	{"dead-letter-topic", "kafka.dead_letter_topic", "copy malformed or oversized records to this topic"},
 	{"archive-spool-dir", "archive.spool_dir", "where finished files wait for upload to object storage"},
+	{"archive-spool-max-bytes", "archive.spool_max_bytes", "cap on the spool; at the cap the node pauses and Kafka holds the data (e.g. 10GiB)"},
 	{"kafka-session-timeout", "kafka.session_timeout", "reassign a silent member's partitions after this long"},
 	{"kafka-tls", "kafka.tls.enabled", "connect to Kafka with TLS"},
 	{"kafka-tls-ca", "kafka.tls.ca_file", "PEM file of CAs to trust for Kafka"},

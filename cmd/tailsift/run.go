@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -195,6 +196,8 @@ func validateConfig(cfg Config) (*parts, error) {
 		RollAge:   cfg.Archive.RollAge,
 		SpoolDir:  cfg.Archive.SpoolDir,
 		NodeID:    cfg.NodeID,
+		// Spool cap: see archive.Config.SpoolMaxBytes.
+		SpoolMaxBytes: cfg.Archive.SpoolMaxBytes,
 		S3: archive.S3Config{
 			Region:    cfg.Archive.S3.Region,
 			Endpoint:  cfg.Archive.S3.Endpoint,
@@ -233,6 +236,11 @@ func newNode(cfg Config, logOut io.Writer) (*node, error) {
 		if n.cluster, err = newClusterNode(cfg.Cluster, cfg.NodeID, n.sampler, p.kafka.Watermarks, n.reg, logger); err != nil {
 			return nil, err
 		}
+		// An owner acknowledges forwarded spans once they are decided and
+		// durable: within max_wait and a file's roll age, plus a member's
+		// session timeout of watermark hold. Twice that, at least a minute.
+		n.cluster.route.SetAckTimeout(max(time.Minute,
+			2*(p.sampler.MaxWait+cmp.Or(p.archive.RollAge, archive.DefaultRollAge))+p.kafka.SessionTimeout))
 		n.cluster.onSize = func(size int) {
 			n.size.Store(int32(size))
 			n.applyShare(n.sampler.Policy())
