@@ -69,7 +69,7 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 	b := sh.traces[it.TraceID]
 	if b == nil {
 		if d, dropped := sh.cache.lookup(it.TraceID); d != nil || dropped {
-			sh.addLate(it, d)
+			sh.addLate(ctx, it, d)
 			return
 		}
 		b = &buffered{}
@@ -101,8 +101,10 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 	}
 }
 
-// addLate handles a span whose trace was already decided.
-func (sh *shard) addLate(it *Item, d *decided) {
+// addLate handles a span whose trace was already decided. Late spans of a
+// kept trace go out each tick, or as soon as they reach the span limit, so
+// a trace that never ends (a hot trace ID) holds at most that many here.
+func (sh *shard) addLate(ctx context.Context, it *Item, d *decided) {
 	if d == nil {
 		sh.s.m.lateSpans.WithLabelValues("drop").Inc()
 		if it.Span.Src != nil {
@@ -119,6 +121,10 @@ func (sh *shard) addLate(it *Item, d *decided) {
 		sh.late[it.TraceID] = k
 	}
 	k.Spans = append(k.Spans, it.Span)
+	if len(k.Spans) >= sh.cfg.MaxSpansPerTrace {
+		delete(sh.late, it.TraceID)
+		sh.emit(ctx, k)
+	}
 }
 
 // oldest returns the oldest undecided trace, or nil.
