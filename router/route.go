@@ -78,6 +78,11 @@ func NewRoute(local Dispatcher, tr Transport, m *RouteMetrics, log *slog.Logger)
 	}
 	r := &Route{local: local, tr: tr, m: m, log: log, inflight: make(map[uint64]*flight), perPeer: make(map[string][]sampler.Item)}
 	r.ackTimeout.Store(int64(DefaultAckTimeout))
+	// Sequence numbers start at the clock, so a restarted process never
+	// reuses one its previous incarnation sent: a peer still holding the
+	// old batch would otherwise acknowledge it to the new process, which
+	// would settle (and commit) a different batch that is not yet safe.
+	r.seq.Store(uint64(time.Now().UnixNano()))
 	return r
 }
 

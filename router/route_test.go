@@ -275,6 +275,44 @@ func TestRouteResendsUnacknowledged(t *testing.T) {
 	}
 }
 
+// TestRouteRestartDoesNotTakeOldAcks: a node restarts while a peer still
+// holds batches from its previous process. The peer's acknowledgements of
+// those must not settle the new process's batches.
+func TestRouteRestartDoesNotTakeOldAcks(t *testing.T) {
+	ctx := context.Background()
+	localB := &recorder{}
+	tr := &loopTransport{rc: NewReceiver(localB, nil)}
+	ring := fakeRing{members: map[string]bool{"a": true, "b": true}}
+	old := NewRoute(&recorder{}, tr, nil, nil)
+	old.SetRing(ring)
+	var src1 sampler.Pending
+	if err := old.Add(ctx, scanAll(t, testMessage(t, 20, 3), &src1)); err != nil {
+		t.Fatal(err)
+	}
+	// a restarts: a new Route, a new batch to b.
+	time.Sleep(time.Microsecond)
+	restarted := NewRoute(&recorder{}, tr, nil, nil)
+	restarted.SetRing(ring)
+	var src2 sampler.Pending
+	items2 := scanAll(t, testMessage(t, 20, 3), &src2)
+	for _, it := range items2 {
+		if it.TraceID[15]&1 == 0 {
+			it.Span.Src.Done() // the local ones are settled here
+		}
+	}
+	if err := restarted.Add(ctx, items2); err != nil {
+		t.Fatal(err)
+	}
+	// b settles the old process's batch only, and acknowledges it.
+	tr.rc.mu.Lock()
+	oldBatch := tr.rc.pending[0]
+	tr.rc.mu.Unlock()
+	restarted.Acked("b", []uint64{oldBatch.seq})
+	if src2.Settled() || restarted.InFlight() != 1 {
+		t.Fatalf("an acknowledgement meant for the previous process settled the new one's batch (in flight %d)", restarted.InFlight())
+	}
+}
+
 // BenchmarkScanRoute is the per-span hot path of a node: scan a record,
 // pick the owner of every span, append it to its batch.
 func BenchmarkScanRoute(b *testing.B) {
