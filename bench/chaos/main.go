@@ -583,6 +583,7 @@ type keyRow struct {
 // result is what the archive holds, measured against the truth.
 type result struct {
 	files, rows, distinct int
+	traces                int // archived
 	expected, whole       int // kept traces expected; present with every span
 	lost, incomplete      int
 	unexpected            int // archived traces the policy would not keep
@@ -656,6 +657,7 @@ func (r *run) check(ctx context.Context, truths []*gen.Truth) (*result, error) {
 			}
 		}
 	}
+	res.traces = len(got)
 	for id, g := range got {
 		res.distinct += len(g.spans)
 		if !keepSet[id] {
@@ -739,7 +741,7 @@ func (r *run) summary(truths []*gen.Truth, before, after *result, spooled int) {
 	w("kept traces present and whole", strconv.Itoa(before.whole))
 	w("KEPT-TRACE LOSS (missing + incomplete)", fmt.Sprintf("%d (%d missing, %d incomplete)", before.lost+before.incomplete, before.lost, before.incomplete))
 	w("archived traces not kept by policy", strconv.Itoa(before.unexpected))
-	w("split traces (decided more than once)", fmt.Sprintf("%d of %d archived", before.split, before.distinct))
+	w("split traces (decided more than once)", fmt.Sprintf("%d of %d archived traces (%s)", before.split, before.traces, pct(before.split, before.traces)))
 	w("files left in spools", strconv.Itoa(spooled))
 	w("duplicates before compaction", fmt.Sprintf("%s, %d files", dup(before), before.files))
 	w("duplicates after tailsift compact", fmt.Sprintf("%s, %d files", dup(after), after.files))
