@@ -368,8 +368,10 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 	if n := c.scanner.invalid[1]; n > 0 {
 		c.m.invalidSpans.WithLabelValues(badSpanID).Add(float64(n))
 	}
-	if n := c.scanner.skewed; n > 0 {
-		c.m.skewedSpans.Add(float64(n))
+	for i, n := range c.scanner.skewed {
+		if n > 0 {
+			c.m.skewedSpans.WithLabelValues(skewKinds[i]).Add(float64(n))
+		}
 	}
 	rec.Add(len(items))
 	c.m.spans.Add(float64(len(items)))
@@ -428,7 +430,7 @@ type Metrics struct {
 	commits          prometheus.Counter
 	commitErrors     prometheus.Counter
 	throttled        *prometheus.CounterVec
-	skewedSpans      prometheus.Counter
+	skewedSpans      *prometheus.CounterVec
 	deadLettered     prometheus.Counter
 	deadLetterErrors prometheus.Counter
 	unsettledRecords *prometheus.GaugeVec
@@ -461,9 +463,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tailsift_router_poll_throttled_total",
 			Help: "Times polling paused, by reason: unsettled (kafka.max_unsettled_records reached) or memory (the sampler's buffer near sampler.max_buffered_bytes)."},
 			[]string{"reason"}),
-		skewedSpans: prometheus.NewCounter(prometheus.CounterOpts{
+		skewedSpans: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tailsift_router_skewed_spans_total",
-			Help: "Spans whose start is over an hour ahead of or 30 days behind this node's clock, or that end before they start. They are kept."}),
+			Help: "Spans whose start is over an hour ahead of (future) or 30 days behind (past) this node's clock, or that end before they start (end_before_start). They are kept."},
+			[]string{"kind"}),
 		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_router_dead_lettered_total", Help: "Bad records copied to the dead-letter topic."}),
 		deadLetterErrors: prometheus.NewCounter(prometheus.CounterOpts{

@@ -41,7 +41,7 @@ type Scanner struct {
 	src      *sampler.Pending
 	services map[string]string // interned service names
 	invalid  [2]int            // trace_id, span_id faults in the last record
-	skewed   int               // spans of the last record with implausible times
+	skewed   [3]int            // spans of the last record with implausible times, by skewKinds
 	now      int64             // unix nanos, set per Scan
 }
 
@@ -52,6 +52,9 @@ const (
 	maxFuture = int64(time.Hour)
 	maxPast   = int64(30 * 24 * time.Hour)
 )
+
+// skewKinds label tailsift_router_skewed_spans_total, in Scanner.skewed order.
+var skewKinds = [3]string{"future", "past", "end_before_start"}
 
 // NewScanner returns a scanner for the given encoding.
 func NewScanner(encoding string) (*Scanner, error) {
@@ -74,7 +77,7 @@ func (s *Scanner) Scan(value []byte, src *sampler.Pending) ([]sampler.Item, erro
 	s.src = src
 	s.scope = nil
 	s.invalid = [2]int{}
-	s.skewed = 0
+	s.skewed = [3]int{}
 	s.now = time.Now().UnixNano()
 	if s.encoding == EncodingJSON {
 		td, err := (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(value)
@@ -124,8 +127,13 @@ func (s *Scanner) Span(si *otlpwire.SpanInfo) {
 		s.invalid[1]++
 		return
 	}
-	if st := int64(si.Start); st > s.now+maxFuture || st < s.now-maxPast || si.End < si.Start {
-		s.skewed++
+	switch st := int64(si.Start); {
+	case st > s.now+maxFuture:
+		s.skewed[0]++
+	case st < s.now-maxPast:
+		s.skewed[1]++
+	case si.End < si.Start:
+		s.skewed[2]++
 	}
 	var flags uint8
 	if len(si.ParentID) == 0 || allZero(si.ParentID) {
