@@ -291,10 +291,20 @@ func (sh *shard) loop(ctx context.Context, clock Clock) {
 	take := func(batch []Item) {
 		now := clock.Now()
 		sh.wall = now
+		// A span whose record time is behind the completion clock (spans
+		// routed again after a peer failed, handed over after a ring
+		// change, re-read after a crash) arrives now, not in the past:
+		// otherwise its trace would be decided at once on the first piece
+		// to come back, and the piece holding the error would follow
+		// that decision.
+		var floor time.Time
+		if input != nil {
+			floor = input.Now()
+		}
 		for i := range batch {
 			at := now
 			if src := batch[i].Span.Src; input != nil && src != nil && src.TS != 0 {
-				at = time.Unix(0, src.TS)
+				at = time.Unix(0, max(src.TS, floor.UnixNano()))
 			}
 			sh.add(ctx, &batch[i], at)
 		}
