@@ -32,6 +32,12 @@ type Handler interface {
 	// Acked reports that node from settled the batches this node sent it
 	// with sequence numbers seqs. It must not block for long.
 	Acked(from string, seqs []uint64)
+	// PeerLost reports that the connection this node sent batches to node
+	// over broke. node may have lost every batch it held and had not yet
+	// acknowledged (a process that dies closes its connections, and one
+	// that comes back under the same name knows nothing of them), so those
+	// batches must not be counted on. It must not block for long.
+	PeerLost(node string)
 }
 
 // TransportConfig configures a Transport.
@@ -478,7 +484,7 @@ func (t *Transport) dial(ctx context.Context, node string) (*clientConn, error) 
 		return nil, fmt.Errorf("handshake with %s at %s: %w", node, addr, err)
 	}
 	nc.SetDeadline(time.Time{})
-	c := &clientConn{nc: nc, pending: make(map[uint64]chan error)}
+	c := &clientConn{nc: nc, pending: make(map[uint64]chan error), lost: func() { t.h.PeerLost(node) }}
 	if !t.start(func() { c.readReceipts(br) }) {
 		nc.Close()
 		return nil, ErrClosed
@@ -498,6 +504,8 @@ type clientConn struct {
 	mu      sync.Mutex
 	pending map[uint64]chan error // by request id; each channel has room for one result
 	err     error                 // why the connection died; set once
+
+	lost func() // called once when the connection dies, unless closed here
 }
 
 func (c *clientConn) dead() bool {
@@ -534,7 +542,8 @@ func (c *clientConn) complete(id uint64, err error) {
 }
 
 // fail kills the connection: every pending request gets err, the next
-// request dials again.
+// request dials again. Unless this node closed it (ErrClosed), the
+// Handler hears that the peer may have lost what it held.
 func (c *clientConn) fail(err error) {
 	c.mu.Lock()
 	if c.err != nil {
@@ -548,6 +557,9 @@ func (c *clientConn) fail(err error) {
 	}
 	c.mu.Unlock()
 	c.nc.Close()
+	if c.lost != nil && !errors.Is(err, ErrClosed) {
+		c.lost()
+	}
 }
 
 // write writes one whole frame; a failed or partial write kills the

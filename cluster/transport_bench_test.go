@@ -88,6 +88,7 @@ type discard struct{}
 
 func (discard) Handle(context.Context, string, []byte, uint64) error { return nil }
 func (discard) Acked(string, []uint64)                               {}
+func (discard) PeerLost(string)                                      {}
 
 // BenchmarkTransportSend forwards 500-span batches between two nodes on
 // loopback: one sender waiting for each receipt (as router.Route does),

@@ -86,6 +86,7 @@ type recorder struct {
 	fail    error
 	block   chan struct{} // when set, Handle waits for it to close
 	changed chan struct{}
+	lost    []string // PeerLost calls, in order
 }
 
 func newRecorder() *recorder {
@@ -126,6 +127,22 @@ func (r *recorder) Acked(from string, seqs []uint64) {
 	case r.changed <- struct{}{}:
 	default:
 	}
+}
+
+func (r *recorder) PeerLost(node string) {
+	r.mu.Lock()
+	r.lost = append(r.lost, node)
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) lostPeers() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.lost)
 }
 
 // startTransport starts a transport for node on loopback, registered in
@@ -366,6 +383,57 @@ func TestTransportReconnect(t *testing.T) {
 	defer hb2.mu.Unlock()
 	if string(hb2.batches[3]) != "after" || hb2.handled != 1 {
 		t.Fatalf("restarted node handled %d batches: %q", hb2.handled, hb2.batches[3])
+	}
+}
+
+// TestTransportReportsLostPeer: when a peer that took batches goes away,
+// the sender hears of it at once (its router then routes what the peer
+// had not acknowledged again); when the sender itself closes the
+// connection, it does not.
+func TestTransportReportsLostPeer(t *testing.T) {
+	var dir directory
+	ctx := context.Background()
+	ha := newRecorder()
+	a := startTransport(t, &dir, "a", "", nil, ha)
+	b, err := NewTransport(TransportConfig{NodeID: "b", ListenAddr: "127.0.0.1:0", Resolve: dir.resolve}, newRecorder())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir.set("b", b.Addr())
+	bctx, stopB := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- b.Serve(bctx) }()
+	if err := a.Send(ctx, "b", []byte("held by b"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if lost := ha.lostPeers(); len(lost) != 0 {
+		t.Fatalf("peer reported lost while connected: %v", lost)
+	}
+	stopB()
+	b.Close()
+	<-served
+	deadline := time.After(5 * time.Second)
+	for len(ha.lostPeers()) == 0 {
+		select {
+		case <-ha.changed:
+		case <-deadline:
+			t.Fatal("b went away and a was not told within 5s")
+		}
+	}
+	if lost := ha.lostPeers(); !slices.Equal(lost, []string{"b"}) {
+		t.Fatalf("lost peers %v, want [b]", lost)
+	}
+
+	// A connection a closes itself (b left the ring) is not a loss.
+	hc := newRecorder()
+	startTransport(t, &dir, "c", "", nil, hc)
+	if err := a.Send(ctx, "c", []byte("held by c"), 2); err != nil {
+		t.Fatal(err)
+	}
+	a.Forget("c")
+	time.Sleep(50 * time.Millisecond)
+	if lost := ha.lostPeers(); !slices.Equal(lost, []string{"b"}) {
+		t.Fatalf("after Forget(c), lost peers %v, want [b]", lost)
 	}
 }
 

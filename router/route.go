@@ -190,6 +190,30 @@ func (r *Route) Acked(from string, seqs []uint64) {
 	}
 }
 
+// PeerLost routes again, as soon as Run gets to them, the spans of every
+// batch node has not acknowledged: the connection they went over broke,
+// and a peer that died (even one already back under the same name) lost
+// them with its memory. Waiting for the ack timeout instead would let the
+// owner decide their traces without them, and drop the pieces it has, in
+// the meantime. From now until they reach an owner they hold the
+// watermark (OldestOrphan). If node is in fact alive, the cost is
+// duplicates.
+func (r *Route) PeerLost(node string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for seq, f := range r.inflight {
+		if f.to == node {
+			delete(r.inflight, seq)
+			r.orphans = append(r.orphans, f.items...)
+			n += len(f.items)
+		}
+	}
+	if n > 0 {
+		r.log.Warn("connection to peer lost; routing its unacknowledged spans again", "to", node, "spans", n)
+	}
+}
+
 // SetRing swaps the ring. Batches in flight to nodes that left it are
 // routed again (by Run) to their new owners.
 func (r *Route) SetRing(ring Ring) {

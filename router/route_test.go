@@ -275,6 +275,59 @@ func TestRouteResendsUnacknowledged(t *testing.T) {
 	}
 }
 
+// TestRouteReroutesWhenPeerLost covers a peer that took batches and died,
+// and came back under the same name before the ring changed: its new
+// process never acknowledges the old one's batches. As soon as the
+// connection breaks, their spans wait to be routed again, holding the
+// watermark until they are, instead of waiting out the ack timeout while
+// the owner decides their traces without them.
+func TestRouteReroutesWhenPeerLost(t *testing.T) {
+	ctx := context.Background()
+	localA, localB := &recorder{}, &recorder{}
+	tr := &loopTransport{rc: NewReceiver(localB, nil)}
+	route := NewRoute(localA, tr, nil, nil)
+	route.SetRing(fakeRing{members: map[string]bool{"a": true, "b": true}})
+	src := sampler.Pending{TS: 1_700_000_000_000_000_000}
+	items := scanAll(t, testMessage(t, 20, 3), &src)
+	if err := route.Add(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	forwarded := len(localB.items)
+	tr.rc.mu.Lock()
+	oldSeq := tr.rc.pending[0].seq
+	tr.rc.mu.Unlock()
+
+	route.PeerLost("c") // another peer: nothing of b's moves
+	if route.InFlight() != 1 || route.OldestOrphan() != 0 {
+		t.Fatalf("losing c moved b's batch: %d in flight, oldest orphan %d", route.InFlight(), route.OldestOrphan())
+	}
+	route.PeerLost("b")
+	if route.InFlight() != 0 || route.OldestOrphan() != src.TS {
+		t.Fatalf("after losing b: %d in flight, oldest orphan %d (want %d)", route.InFlight(), route.OldestOrphan(), src.TS)
+	}
+	if err := route.Resend(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(localB.items) != 2*forwarded || route.InFlight() != 1 || route.OldestOrphan() != 0 {
+		t.Fatalf("after resend b holds %d spans (want %d), %d in flight", len(localB.items), 2*forwarded, route.InFlight())
+	}
+	// The old process's acknowledgement settles nothing; the new one's does.
+	for _, it := range localA.items {
+		it.Span.Src.Done()
+	}
+	route.Acked("b", []uint64{oldSeq})
+	if src.Settled() || route.InFlight() != 1 {
+		t.Fatalf("the lost batch's acknowledgement settled the resent one (in flight %d)", route.InFlight())
+	}
+	tr.rc.mu.Lock()
+	newSeq := tr.rc.pending[1].seq
+	tr.rc.mu.Unlock()
+	route.Acked("b", []uint64{newSeq})
+	if !src.Settled() || route.InFlight() != 0 {
+		t.Fatalf("after the ack: settled=%v inflight=%d", src.Settled(), route.InFlight())
+	}
+}
+
 // TestRouteRestartDoesNotTakeOldAcks: a node restarts while a peer still
 // holds batches from its previous process. The peer's acknowledgements of
 // those must not settle the new process's batches.
