@@ -28,12 +28,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -574,10 +577,12 @@ func (r *run) compact(ctx context.Context) error {
 
 // keyRow is the part of an archived row the check reads.
 type keyRow struct {
-	TraceID   string `parquet:"trace_id"`
-	SpanID    string `parquet:"span_id"`
-	DecidedAt int64  `parquet:"decided_at,timestamp(microsecond:utc)"`
-	Late      bool   `parquet:"late"`
+	TraceID    string `parquet:"trace_id"`
+	SpanID     string `parquet:"span_id"`
+	StatusCode string `parquet:"status_code"`
+	KeepReason string `parquet:"keep_reason"`
+	DecidedAt  int64  `parquet:"decided_at,timestamp(microsecond:utc)"`
+	Late       bool   `parquet:"late"`
 }
 
 // result is what the archive holds, measured against the truth.
@@ -586,9 +591,13 @@ type result struct {
 	traces                int // archived
 	expected, whole       int // kept traces expected; present with every span
 	lost, incomplete      int
-	unexpected            int // archived traces the policy would not keep
-	split                 int // traces decided in more than one place
+	unexpected            int      // archived traces the policy would not keep
+	split                 int      // traces decided in more than one place
+	losses                []string // what the archive holds of each lost or incomplete trace
 }
+
+// maxListed bounds how many lost traces the check describes.
+const maxListed = 30
 
 func (r *run) check(ctx context.Context, truths []*gen.Truth) (*result, error) {
 	st, err := archive.OpenStore(ctx, r.archiveURL, archive.S3Config{Endpoint: r.endpoint(), PathStyle: r.s3 != nil})
@@ -602,6 +611,8 @@ func (r *run) check(ctx context.Context, truths []*gen.Truth) (*result, error) {
 	type traceRows struct {
 		spans   map[string]int
 		decided map[int64]bool
+		pieces  map[string]int // "file decided_at reason late" -> spans
+		errors  int            // archived rows with status ERROR
 	}
 	got := map[[16]byte]*traceRows{}
 	res := &result{}
@@ -621,10 +632,15 @@ func (r *run) check(ctx context.Context, truths []*gen.Truth) (*result, error) {
 			}
 			tr := got[id]
 			if tr == nil {
-				tr = &traceRows{spans: map[string]int{}, decided: map[int64]bool{}}
+				tr = &traceRows{spans: map[string]int{}, decided: map[int64]bool{}, pieces: map[string]int{}}
 				got[id] = tr
 			}
 			tr.spans[row.SpanID]++
+			tr.pieces[fmt.Sprintf("%s decided=%s reason=%s late=%v", path.Base(o.Key),
+				time.UnixMicro(row.DecidedAt).UTC().Format("15:04:05.000"), row.KeepReason, row.Late)]++
+			if row.StatusCode == "ERROR" {
+				tr.errors++
+			}
 			if !row.Late {
 				tr.decided[row.DecidedAt] = true
 			}
@@ -654,7 +670,25 @@ func (r *run) check(ctx context.Context, truths []*gen.Truth) (*result, error) {
 				res.incomplete++
 			default:
 				res.whole++
+				continue
 			}
+			if len(res.losses) >= maxListed {
+				continue
+			}
+			why := "rate"
+			if isErr {
+				why = "error"
+			} else if isSlow {
+				why = "slow"
+			}
+			desc := fmt.Sprintf("%x (%s): %d spans, archived 0", id, why, n)
+			if g != nil {
+				desc = fmt.Sprintf("%x (%s): %d spans, archived %d (%d with status ERROR)", id, why, n, len(g.spans), g.errors)
+				for _, k := range slices.Sorted(maps.Keys(g.pieces)) {
+					desc += fmt.Sprintf("\n    %3d rows in %s", g.pieces[k], k)
+				}
+			}
+			res.losses = append(res.losses, desc)
 		}
 	}
 	res.traces = len(got)
@@ -746,6 +780,12 @@ func (r *run) summary(truths []*gen.Truth, before, after *result, spooled int) {
 	w("duplicates before compaction", fmt.Sprintf("%s, %d files", dup(before), before.files))
 	w("duplicates after tailsift compact", fmt.Sprintf("%s, %d files", dup(after), after.files))
 	w("kept-trace loss after compaction", strconv.Itoa(after.lost+after.incomplete))
+	if len(before.losses) > 0 {
+		fmt.Printf("\nlost or incomplete kept traces (at most %d):\n", maxListed)
+		for _, l := range before.losses {
+			fmt.Println("  " + l)
+		}
+	}
 }
 
 func (r *run) cleanup(keep bool) {
