@@ -69,10 +69,10 @@ func startBroker(ctx context.Context, bin, dir, topic string, partitions int, lo
 }
 
 // produce runs `tailsift gen` to completion and returns what it produced.
-func produce(ctx context.Context, bin, dir, brokers, topic string, traces int, seed int64) (backlog, error) {
+func produce(ctx context.Context, bin, dir, brokers, topic string, traces int, seed int64, compression string) (backlog, error) {
 	logPath := filepath.Join(dir, "gen.log")
 	c, err := startChild("gen", logPath, bin, "gen", "--brokers", brokers, "--topic", topic,
-		"--traces", strconv.Itoa(traces), "--seed", strconv.FormatInt(seed, 10))
+		"--traces", strconv.Itoa(traces), "--seed", strconv.FormatInt(seed, 10), "--compression", compression)
 	if err != nil {
 		return backlog{}, err
 	}

@@ -58,6 +58,7 @@ type options struct {
 	traces       int
 	seed         int64
 	partitions   int
+	compression  string
 	otelcol      string
 	skipOtelcol  bool
 	skipHold     bool
@@ -80,6 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.traces, "traces", 260_000, "traces in the backlog (8 spans each on average)")
 	fs.Int64Var(&o.seed, "seed", 1, "generator seed: the same seed gives the same backlog")
 	fs.IntVar(&o.partitions, "partitions", 8, "partitions of the topic")
+	fs.StringVar(&o.compression, "compression", "none", "record batch compression of the backlog (none is the Collector kafkaexporter's default)")
 	fs.StringVar(&o.otelcol, "otelcol", "", "Collector binary (default: build or reuse it with bench/e2e/otelcol.sh)")
 	fs.BoolVar(&o.skipOtelcol, "skip-otelcol", false, "measure tailsift only")
 	fs.BoolVar(&o.skipHold, "skip-hold", false, "skip the hold run (memory per buffered span)")
@@ -153,7 +155,7 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 
 	logf("gen: producing %d traces (seed %d) to %s", o.traces, o.seed, topic)
 	start := time.Now()
-	bl, err := produce(ctx, bin, dir, addr, topic, o.traces, o.seed)
+	bl, err := produce(ctx, bin, dir, addr, topic, o.traces, o.seed, o.compression)
 	if err != nil {
 		return err
 	}
@@ -475,8 +477,8 @@ func dirSize(dir string) (bytes int64, files int, err error) {
 
 func printReport(w io.Writer, o options, bl backlog, rs []*result, h *holdResult) {
 	host, _ := os.Hostname()
-	fmt.Fprintf(w, "\nbacklog: %d traces (%d with errors, %d slow), %d spans, %d messages; seed %d, %d partitions\n",
-		bl.traces, bl.errors, bl.slow, bl.spans, bl.messages, o.seed, o.partitions)
+	fmt.Fprintf(w, "\nbacklog: %d traces (%d with errors, %d slow), %d spans, %d messages; seed %d, %d partitions, compression %s\n",
+		bl.traces, bl.errors, bl.slow, bl.spans, bl.messages, o.seed, o.partitions, o.compression)
 	fmt.Fprintf(w, "machine: %s, %d CPUs, %s/%s, %s; load average at the end: %s\n\n",
 		host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), loadAvg())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -24,6 +24,7 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	slowShare := fs.Float64("slow-share", 0.02, "share of traces whose root takes 3s or more")
 	perMsg := fs.Int("spans-per-message", 50, "spans per Kafka message")
 	encoding := fs.String("encoding", "otlp_proto", "message encoding: otlp_proto or otlp_json")
+	compression := fs.String("compression", "snappy", "record batch compression: none, gzip, snappy, lz4 or zstd (the Collector's kafkaexporter defaults to none)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -37,13 +38,18 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case *encoding != "otlp_proto" && *encoding != "otlp_json":
 		return fmt.Errorf("--encoding: %q is not allowed (allowed: otlp_proto, otlp_json)", *encoding)
 	}
+	codec, ok := compressionCodecs[*compression]
+	if !ok {
+		return fmt.Errorf("--compression: %q is not allowed (allowed: none, gzip, snappy, lz4, zstd)", *compression)
+	}
 	// The generator reads a zero share as "default"; here 0 means none.
 	for _, share := range []*float64{errShare, slowShare} {
 		if *share == 0 {
 			*share = -1
 		}
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(*brokers, ",")...), kgo.ProducerBatchMaxBytes(16<<20))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(*brokers, ",")...), kgo.ProducerBatchMaxBytes(16<<20),
+		kgo.ProducerBatchCompression(codec))
 	if err != nil {
 		return err
 	}
@@ -68,4 +74,13 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "  %-12s %d\n", s, truth.ByService[s])
 	}
 	return nil
+}
+
+// compressionCodecs are the record batch compressions gen can produce with.
+var compressionCodecs = map[string]kgo.CompressionCodec{
+	"none":   kgo.NoCompression(),
+	"gzip":   kgo.GzipCompression(),
+	"snappy": kgo.SnappyCompression(),
+	"lz4":    kgo.Lz4Compression(),
+	"zstd":   kgo.ZstdCompression(),
 }
