@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/tailsift/tailsift/internal/otlpwire"
 	"github.com/tailsift/tailsift/sampler"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Encodings a topic can carry, named as the OpenTelemetry Collector's
@@ -39,10 +41,12 @@ type Scanner struct {
 	items    []sampler.Item
 	scope    *sampler.Scope
 	src      *sampler.Pending
-	services map[string]string // interned service names
-	invalid  [2]int            // trace_id, span_id faults in the last record
-	skewed   [3]int            // spans of the last record with implausible times, by skewKinds
-	now      int64             // unix nanos, set per Scan
+	scopes   map[string]*sampler.Scope // interned scopes, by scopeKey
+	key      []byte                    // scratch for scopeKey
+	wire     otlpwire.Scratch
+	invalid  [2]int // trace_id, span_id faults in the last record
+	skewed   [3]int // spans of the last record with implausible times, by skewKinds
+	now      int64  // unix nanos, set per Scan
 }
 
 // Times further than these from the node's clock are counted as skewed.
@@ -65,7 +69,7 @@ func NewScanner(encoding string) (*Scanner, error) {
 	default:
 		return nil, fmt.Errorf("unknown encoding %q (allowed: %s, %s)", encoding, EncodingProto, EncodingJSON)
 	}
-	return &Scanner{encoding: encoding, services: make(map[string]string)}, nil
+	return &Scanner{encoding: encoding, scopes: make(map[string]*sampler.Scope)}, nil
 }
 
 // errBadJSON marks a value that is not OTLP/JSON.
@@ -88,33 +92,66 @@ func (s *Scanner) Scan(value []byte, src *sampler.Pending) ([]sampler.Item, erro
 			return nil, fmt.Errorf("%w: re-encoding: %v", errBadJSON, err)
 		}
 	}
-	if err := otlpwire.Scan(value, s); err != nil {
+	if err := s.wire.Scan(value, s); err != nil {
 		s.items = s.items[:0]
 		return nil, err
 	}
 	return s.items, nil
 }
 
+// maxScopes bounds the interned scopes. A fleet has a few thousand distinct
+// resources (service, host, pod); past the bound the table starts over, which
+// costs one decode per scope and never correctness.
+const maxScopes = 10_000
+
 // Scope implements otlpwire.Visitor.
+//
+// Scopes are interned by content: every ScopeSpans with the same resource
+// and instrumentation scope, in any record, shares one *sampler.Scope. So
+// the bytes are copied and service.name looked up once per distinct scope,
+// not once per ScopeSpans; the Scope never aliases the Kafka record, so a
+// buffered span does not keep its record alive; and the archive, which
+// decodes each Scope once, sees few distinct ones. The lookup allocates
+// nothing.
 func (s *Scanner) Scope(si *otlpwire.ScopeInfo) {
+	s.key = appendScopeKey(s.key[:0], si)
+	if sc, ok := s.scopes[string(s.key)]; ok {
+		s.scope = sc
+		return
+	}
 	sc := &sampler.Scope{
-		Resource:          si.Resource,
+		Resource:          bytes.Clone(si.Resource),
 		ResourceSchemaURL: string(si.ResourceSchemaURL),
-		Scope:             si.Scope,
+		Scope:             bytes.Clone(si.Scope),
 		ScopeSchemaURL:    string(si.ScopeSchemaURL),
 	}
 	if v, ok := otlpwire.FindAttr(si.Resource, 1, "service.name"); ok && v.Type == otlpwire.ValueString {
-		name, ok := s.services[string(v.Str)]
-		if !ok {
-			if len(s.services) > 10_000 {
-				clear(s.services)
-			}
-			name = string(v.Str)
-			s.services[name] = name
-		}
-		sc.Service = name
+		sc.Service = string(v.Str)
 	}
+	if len(s.scopes) >= maxScopes {
+		clear(s.scopes)
+	}
+	s.scopes[string(s.key)] = sc
 	s.scope = sc
+}
+
+// appendScopeKey appends the identity of a scope: its four fields, each
+// length-prefixed so that no two different scopes share a key, and whether
+// the resource and scope messages are present (nil) or present but empty,
+// which re-encoding preserves.
+func appendScopeKey(dst []byte, si *otlpwire.ScopeInfo) []byte {
+	dst = append(dst, presence(si.Resource)|presence(si.Scope)<<1)
+	for _, f := range [...][]byte{si.Resource, si.ResourceSchemaURL, si.Scope, si.ScopeSchemaURL} {
+		dst = protowire.AppendBytes(dst, f)
+	}
+	return dst
+}
+
+func presence(b []byte) byte {
+	if b == nil {
+		return 0
+	}
+	return 1
 }
 
 // Span implements otlpwire.Visitor.

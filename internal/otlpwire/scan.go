@@ -61,10 +61,24 @@ type Visitor interface {
 // act on part of a bad message collect first and commit after a nil error.
 // Span contents beyond the fields in SpanInfo are not validated here.
 //
-// Scan does not allocate.
+// Scan needs scratch space that escapes to the heap through v: two small
+// allocations per call. A caller scanning many messages keeps a Scratch and
+// calls its Scan, which allocates nothing.
 func Scan(buf []byte, v Visitor) error {
-	var si SpanInfo
-	var sc ScopeInfo
+	var s Scratch
+	return s.Scan(buf, v)
+}
+
+// Scratch is the reusable state of a scan. The zero value is ready; one
+// Scratch must not be used by two scans at once.
+type Scratch struct {
+	si SpanInfo
+	sc ScopeInfo
+}
+
+// Scan is the package's Scan using s for its scratch space.
+func (s *Scratch) Scan(buf []byte, v Visitor) error {
+	si, sc := &s.si, &s.sc
 	for len(buf) > 0 {
 		num, typ, n := protowire.ConsumeTag(buf)
 		if n < 0 {
@@ -77,7 +91,7 @@ func Scan(buf []byte, v Visitor) error {
 				return malformed("TracesData.resource_spans", protowire.ParseError(n))
 			}
 			buf = buf[n:]
-			if err := scanResourceSpans(rs, v, &sc, &si); err != nil {
+			if err := scanResourceSpans(rs, v, sc, si); err != nil {
 				return err
 			}
 			continue
