@@ -311,6 +311,7 @@ func (sh *shard) loop(ctx context.Context, clock Clock) {
 		sh.s.putBatch(batch)
 	}
 	for {
+		sh.publish()
 		select {
 		case batch := <-sh.in:
 			take(batch)
@@ -345,6 +346,7 @@ func (sh *shard) loop(ctx context.Context, clock Clock) {
 			}
 			sh.wall = clock.Now()
 			call.fn(sh, sh.wall)
+			sh.publish() // what the caller reads next reflects the call
 			close(call.done)
 		case <-ctx.Done():
 			return

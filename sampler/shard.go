@@ -1,6 +1,7 @@
 package sampler
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"time"
@@ -50,6 +51,89 @@ type shard struct {
 	// DecidedAt; the now passed around is the completion clock (input time
 	// when an InputClock is configured).
 	wall time.Time
+
+	arena     spanArena
+	freeSpans [][]Span // span slices of dropped traces, for new traces
+
+	// Changes to the buffer gauges and to Sampler.bufferedBytes not yet
+	// published: the shard adds them up per span and publishes them once
+	// per loop iteration (publish), so the per-span path touches no
+	// memory shared with the other shards.
+	dSpans, dBytes, dTraces int64
+}
+
+// Span bytes are copied into chunks of arenaChunk bytes, owned by the shard.
+// A buffered span then holds its encoded bytes and nothing else: not the
+// Kafka record around it (resource, framing, other traces' spans), nor the
+// fetch response that record was cut from, which would otherwise stay alive
+// as long as any one of its spans is buffered. A chunk is freed by the
+// garbage collector once no span in it is referenced; since traces are
+// decided roughly in arrival order, chunks are freed in that order too, and
+// one long-lived trace pins at most a chunk per span. Spans larger than
+// arenaMaxCopy get an allocation of their own.
+const (
+	arenaChunk   = 64 << 10
+	arenaMaxCopy = arenaChunk / 8
+)
+
+// spanArena hands out copies of span bytes packed into shared chunks.
+type spanArena struct{ chunk []byte }
+
+// copy returns a copy of b with no spare capacity.
+func (a *spanArena) copy(b []byte) []byte {
+	if len(b) > arenaMaxCopy {
+		return bytes.Clone(b)
+	}
+	if cap(a.chunk)-len(a.chunk) < len(b) {
+		a.chunk = make([]byte, 0, arenaChunk)
+	}
+	n := len(a.chunk)
+	a.chunk = append(a.chunk, b...)
+	return a.chunk[n:len(a.chunk):len(a.chunk)]
+}
+
+// maxFreeSpans bounds the recycled span slices a shard keeps, and
+// maxRecycledCap the size of one: a trace of thousands of spans gives its
+// slice back to the garbage collector.
+const (
+	maxFreeSpans   = 4096
+	maxRecycledCap = 64
+)
+
+// newSpans returns an empty span slice for a new trace: a dropped trace's,
+// or a fresh one with room for a few spans (traces of one or two spans are
+// rare; starting at 4 saves two grow-and-copy steps on most traces).
+func (sh *shard) newSpans() []Span {
+	if n := len(sh.freeSpans); n > 0 {
+		s := sh.freeSpans[n-1]
+		sh.freeSpans[n-1] = nil
+		sh.freeSpans = sh.freeSpans[:n-1]
+		return s
+	}
+	return make([]Span, 0, 4)
+}
+
+// recycleSpans keeps the slice of a trace that left the buffer without its
+// spans going anywhere (dropped, or handed off by value).
+func (sh *shard) recycleSpans(s []Span) {
+	if cap(s) > maxRecycledCap || len(sh.freeSpans) >= maxFreeSpans {
+		return
+	}
+	clear(s)
+	sh.freeSpans = append(sh.freeSpans, s[:0])
+}
+
+// publish applies the buffer changes accumulated since the last call.
+func (sh *shard) publish() {
+	if sh.dSpans == 0 && sh.dBytes == 0 && sh.dTraces == 0 {
+		return
+	}
+	m := sh.s.m
+	m.spansBuffered.Add(float64(sh.dSpans))
+	m.bytesBuffered.Add(float64(sh.dBytes))
+	m.tracesBuffered.Add(float64(sh.dTraces))
+	sh.s.bufferedBytes.Add(sh.dBytes)
+	sh.dSpans, sh.dBytes, sh.dTraces = 0, 0, 0
 }
 
 func newShard(s *Sampler) *shard {
@@ -73,17 +157,19 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 			return
 		}
 		b = &buffered{}
+		b.Spans = sh.newSpans()
 		b.reset(it.TraceID, now)
 		sh.traces[it.TraceID] = b
 		sh.byAge = append(sh.byAge, b)
-		sh.s.m.tracesBuffered.Inc()
+		sh.dTraces++
 	}
-	b.add(it.Span, now)
-	n := int64(len(it.Span.Raw))
+	sp := it.Span
+	sp.Raw = sh.arena.copy(sp.Raw)
+	b.add(sp, now)
+	n := int64(len(sp.Raw))
 	sh.bytes += n
-	sh.s.bufferedBytes.Add(n)
-	sh.s.m.spansBuffered.Inc()
-	sh.s.m.bytesBuffered.Add(float64(n))
+	sh.dSpans++
+	sh.dBytes += n
 
 	if b.root >= 0 && !b.inQuiet {
 		b.inQuiet = true
@@ -206,6 +292,7 @@ func (sh *shard) handoff(mine func(*TraceID) bool) []Item {
 		for _, sp := range b.Spans {
 			out = append(out, Item{TraceID: id, Span: sp})
 		}
+		sh.recycleSpans(b.Spans)
 		b.Spans = nil
 	}
 	sh.s.m.handedOff.Add(float64(len(out)))
@@ -215,11 +302,9 @@ func (sh *shard) handoff(mine func(*TraceID) bool) []Item {
 // release removes b's bytes and spans from the buffer accounting.
 func (sh *shard) release(b *buffered) {
 	sh.bytes -= int64(b.Bytes)
-	sh.s.bufferedBytes.Add(-int64(b.Bytes))
-	m := sh.s.m
-	m.tracesBuffered.Dec()
-	m.spansBuffered.Sub(float64(len(b.Spans)))
-	m.bytesBuffered.Sub(float64(b.Bytes))
+	sh.dTraces--
+	sh.dSpans -= int64(len(b.Spans))
+	sh.dBytes -= int64(b.Bytes)
 }
 
 // decide runs the policy on b and sends it on or settles it.
@@ -244,6 +329,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 				src.Done()
 			}
 		}
+		sh.recycleSpans(b.Spans)
 		b.Spans = nil
 		return
 	}
