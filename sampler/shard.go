@@ -57,8 +57,9 @@ type shard struct {
 
 	// Changes to the buffer gauges and to Sampler.bufferedBytes not yet
 	// published: the shard adds them up per span and publishes them once
-	// per loop iteration (publish), so the per-span path touches no
-	// memory shared with the other shards.
+	// per loop iteration, after a tick's decisions, and whenever
+	// publishBytes have accumulated (publish), so the per-span path rarely
+	// touches memory shared with the other shards.
 	dSpans, dBytes, dTraces int64
 }
 
@@ -123,6 +124,10 @@ func (sh *shard) recycleSpans(s []Span) {
 	sh.freeSpans = append(sh.freeSpans, s[:0])
 }
 
+// publishBytes bounds how far Sampler.bufferedBytes, which pauses input near
+// the memory bound (Sampler.Full), may lag behind a shard's buffer.
+const publishBytes = 64 << 10
+
 // publish applies the buffer changes accumulated since the last call.
 func (sh *shard) publish() {
 	if sh.dSpans == 0 && sh.dBytes == 0 && sh.dTraces == 0 {
@@ -170,6 +175,9 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 	sh.bytes += n
 	sh.dSpans++
 	sh.dBytes += n
+	if sh.dBytes >= publishBytes {
+		sh.publish()
+	}
 
 	if b.root >= 0 && !b.inQuiet {
 		b.inQuiet = true
@@ -263,6 +271,7 @@ func (sh *shard) expire(ctx context.Context, now time.Time) {
 		}
 	}
 	sh.compactAge()
+	sh.publish()
 	for id, k := range sh.late {
 		delete(sh.late, id)
 		sh.emit(ctx, k)

@@ -1,6 +1,7 @@
 package sampler
 
 import (
+	"bytes"
 	"context"
 	"sync/atomic"
 	"testing"
@@ -419,5 +420,36 @@ func TestLateSpansFollowDecisionsUpToHorizon(t *testing.T) {
 				t.Fatalf("span past the horizon: %d traces buffered, want a new one", len(sh.traces))
 			}
 		})
+	}
+}
+
+// TestShardCopiesSpanBytes checks that a buffered span owns its bytes: the
+// record it came in may be reused or freed at once, and a span larger than
+// an arena chunk's share is copied too.
+func TestShardCopiesSpanBytes(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+	sh, out := testShard(t, Config{Shards: 1}, keepAll)
+	record := make([]byte, 3*arenaMaxCopy)
+	for i := range record {
+		record[i] = byte(i)
+	}
+	small, big := item(tid(1), true, false, nil), item(tid(1), false, false, nil)
+	small.Span.Raw = record[:100]
+	big.Span.Raw = record[100 : 100+2*arenaMaxCopy]
+	sh.add(ctx, &small, t0)
+	sh.add(ctx, &big, t0)
+	want := bytes.Clone(record)
+	clear(record)
+	sh.flush(ctx, t0)
+	ks := drain(out)
+	if len(ks) != 1 || len(ks[0].Spans) != 2 {
+		t.Fatalf("got %d kept traces, want 1 with 2 spans", len(ks))
+	}
+	if got := ks[0].Spans[0].Raw; !bytes.Equal(got, want[:100]) || cap(got) != 100 {
+		t.Errorf("small span: %d bytes (cap %d) changed with its record", len(got), cap(got))
+	}
+	if got := ks[0].Spans[1].Raw; !bytes.Equal(got, want[100:100+2*arenaMaxCopy]) {
+		t.Errorf("large span changed with its record")
 	}
 }
