@@ -17,23 +17,58 @@ type scopeRow struct {
 	promote      []func(*Row) // resource attributes that fill promoted columns
 }
 
-// rowBuilder turns kept spans into Rows. It caches decoded scopes for one
-// kept trace at a time: the spans of a trace share a handful of them.
+// rowBuilder turns kept spans into Rows.
+//
+// It caches decoded scopes across traces: the router interns scopes, so the
+// spans of every trace from one service instance share one *sampler.Scope,
+// decoded here once. It also interns span names and attribute keys, which
+// repeat on most rows, so a row allocates for its values and IDs only. Both
+// caches are bounded and start over when full.
 type rowBuilder struct {
-	scopes map[*sampler.Scope]*scopeRow
-	hex    []byte
-	red    *Redaction // nil: none
+	scopes  map[*sampler.Scope]*scopeRow
+	strs    map[string]string // interned names and keys
+	hex     []byte
+	trace   sampler.TraceID // the trace being built,
+	traceID string          // and its hex, shared by its rows
+	red     *Redaction      // nil: none
 }
 
+// Bounds of the rowBuilder caches: a service fleet's distinct scopes, and
+// span names plus attribute keys of a well-instrumented application.
+const (
+	maxCachedScopes  = 4096
+	maxInternStrings = 16384
+	maxInternLen     = 128 // longer strings are rarely repeated
+)
+
 func newRowBuilder(red *Redaction) *rowBuilder {
-	return &rowBuilder{scopes: make(map[*sampler.Scope]*scopeRow), red: red}
+	return &rowBuilder{scopes: make(map[*sampler.Scope]*scopeRow), strs: make(map[string]string), red: red}
+}
+
+// intern returns b as a string, shared with earlier calls for the same bytes.
+func (b *rowBuilder) intern(v []byte) string {
+	if len(v) > maxInternLen {
+		return string(v)
+	}
+	if s, ok := b.strs[string(v)]; ok {
+		return s
+	}
+	if len(b.strs) >= maxInternStrings {
+		clear(b.strs)
+	}
+	s := string(v)
+	b.strs[s] = s
+	return s
 }
 
 // appendRows appends one Row per span of k. A span whose bytes do not decode
 // (they were validated by the scanner, so this means a bug or memory
 // corruption) is returned as an error rather than archived half-empty.
 func (b *rowBuilder) appendRows(dst []Row, k *sampler.Kept) ([]Row, error) {
-	clear(b.scopes)
+	if len(b.scopes) >= maxCachedScopes {
+		clear(b.scopes)
+	}
+	b.trace, b.traceID = k.ID, b.hexString(k.ID[:])
 	for i := range k.Spans {
 		sp := &k.Spans[i]
 		sc, err := b.scope(sp.Scope)
@@ -141,10 +176,14 @@ func (b *rowBuilder) decodeSpan(raw []byte, r *Row) error {
 	if err := otlpwire.ScanSpan(raw, &si); err != nil {
 		return err
 	}
-	r.TraceID = b.hexString(si.TraceID)
+	if string(si.TraceID) == string(b.trace[:]) {
+		r.TraceID = b.traceID
+	} else {
+		r.TraceID = b.hexString(si.TraceID)
+	}
 	r.SpanID = b.hexString(si.SpanID)
 	r.ParentSpanID = b.hexString(si.ParentID)
-	r.Name = string(si.Name)
+	r.Name = b.intern(si.Name)
 	if int(si.Kind) < len(kindNames) && si.Kind >= 0 {
 		r.Kind = kindNames[si.Kind]
 	} else {
@@ -161,8 +200,11 @@ func (b *rowBuilder) decodeSpan(raw []byte, r *Row) error {
 	if si.End > si.Start {
 		r.DurationNs = int64(si.End - si.Start)
 	}
-	// Second pass for what the scanner skips: trace state, attributes,
-	// events, links, status message. ScanSpan validated the framing.
+	if err := b.addAttrs(raw, r); err != nil {
+		return fmt.Errorf("span %s: %w", r.SpanID, err)
+	}
+	// Another pass for what the scanner skips: trace state, events,
+	// links, status message. ScanSpan validated the framing.
 	for m := raw; len(m) > 0; {
 		num, typ, n := protowire.ConsumeTag(m)
 		m = m[n:]
@@ -176,8 +218,6 @@ func (b *rowBuilder) decodeSpan(raw []byte, r *Row) error {
 		switch num {
 		case 3:
 			r.TraceState = string(v)
-		case 9:
-			err = addAttr(v, r)
 		case 11:
 			var e Event
 			e, err = decodeEvent(v)
@@ -196,20 +236,16 @@ func (b *rowBuilder) decodeSpan(raw []byte, r *Row) error {
 	return nil
 }
 
-// addAttr stores one encoded KeyValue in its promoted column or the map.
-func addAttr(kv []byte, r *Row) error {
-	// RangeAttrs walks a message's repeated KeyValue field; wrap the one
-	// KeyValue as field 1 of a synthetic message to reuse it.
-	var buf [16]byte
-	msg := protowire.AppendBytes(protowire.AppendTag(buf[:0], 1, protowire.BytesType), kv)
-	return otlpwire.RangeAttrs(msg, 1, func(key []byte, v otlpwire.Value) bool {
-		k := string(key)
-		if f, ok := promotedString[k]; ok {
+// addAttrs stores the span's attributes (Span field 9) in their promoted
+// columns or the row's map, in one pass over the encoded span.
+func (b *rowBuilder) addAttrs(span []byte, r *Row) error {
+	return otlpwire.RangeAttrs(span, 9, func(key []byte, v otlpwire.Value) bool {
+		if f, ok := promotedString[string(key)]; ok {
 			s := v.String()
 			*f(r) = &s
 			return true
 		}
-		if f, ok := promotedInt[k]; ok {
+		if f, ok := promotedInt[string(key)]; ok {
 			if n, ok := v.Int(); ok {
 				*f(r) = &n
 				return true
@@ -218,7 +254,7 @@ func addAttr(kv []byte, r *Row) error {
 		if r.Attributes == nil {
 			r.Attributes = make(map[string]string, 8)
 		}
-		r.Attributes[k] = v.String()
+		r.Attributes[b.intern(key)] = v.String()
 		return true
 	})
 }

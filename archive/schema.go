@@ -9,14 +9,22 @@ package archive
 //     truncates when UTC-adjusted;
 //   - no unsigned integers;
 //   - low-cardinality strings are dictionary-encoded, and every column is
-//     zstd-compressed (writer option).
+//     zstd-compressed (writer option);
+//   - ids are DELTA_BYTE_ARRAY: rows are sorted by trace, so a row's trace
+//     ID is its predecessor's and costs a prefix length, and random span
+//     IDs are stored as their bytes without a length each (measured on the
+//     generator's traffic: 61 to 54 bytes per span on disk);
+//   - attribute keys, and resource attribute keys and values, which repeat
+//     on every row of a service, are dictionary-encoded (54 to 49 bytes per
+//     span); span attribute values are not, as URLs and IDs would bloat the
+//     dictionary.
 //
 // Trace-level columns repeat on every row of a trace so that most questions
 // ("p99 of checkout traces with errors") need no self-join.
 type Row struct {
-	TraceID      string `parquet:"trace_id"`
-	SpanID       string `parquet:"span_id"`
-	ParentSpanID string `parquet:"parent_span_id"` // "" for a root span
+	TraceID      string `parquet:"trace_id,delta"`
+	SpanID       string `parquet:"span_id,delta"`
+	ParentSpanID string `parquet:"parent_span_id,delta"` // "" for a root span
 	TraceState   string `parquet:"trace_state"`
 	ServiceName  string `parquet:"service_name,dict"`
 	Name         string `parquet:"name,dict"`
@@ -44,8 +52,8 @@ type Row struct {
 	K8sNamespaceName       *string `parquet:"k8s_namespace_name,optional,dict"`
 	DeploymentEnvironment  *string `parquet:"deployment_environment,optional,dict"`
 
-	Attributes         map[string]string `parquet:"attributes"`
-	ResourceAttributes map[string]string `parquet:"resource_attributes"`
+	Attributes         map[string]string `parquet:"attributes" parquet-key:",dict"`
+	ResourceAttributes map[string]string `parquet:"resource_attributes" parquet-key:",dict" parquet-value:",dict"`
 	Events             []Event           `parquet:"events,list"`
 	Links              []Link            `parquet:"links,list"`
 
@@ -67,15 +75,15 @@ type Row struct {
 type Event struct {
 	TimeUnixNano int64             `parquet:"time_unix_nano"`
 	Name         string            `parquet:"name"`
-	Attributes   map[string]string `parquet:"attributes"`
+	Attributes   map[string]string `parquet:"attributes" parquet-key:",dict"`
 }
 
 // Link is a span link to another span, possibly of another trace.
 type Link struct {
-	TraceID    string            `parquet:"trace_id"`
-	SpanID     string            `parquet:"span_id"`
+	TraceID    string            `parquet:"trace_id,delta"`
+	SpanID     string            `parquet:"span_id,delta"`
 	TraceState string            `parquet:"trace_state"`
-	Attributes map[string]string `parquet:"attributes"`
+	Attributes map[string]string `parquet:"attributes" parquet-key:",dict"`
 }
 
 // promoted maps attribute keys to the Row column that stores them. Resource

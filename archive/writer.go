@@ -35,6 +35,11 @@ type Writer struct {
 
 	full     bool      // the spool is at its cap: in is not read
 	lastWarn time.Time // of the spool-nearly-full warning
+
+	// spare is the row buffer of the last closed file, emptied, for the
+	// next file: a row group is tens of thousands of rows of a few hundred
+	// bytes each, too much to grow again from nothing every roll.
+	spare []Row
 }
 
 // openFile is a Parquet file being written. Its name starts with a dot and
@@ -298,7 +303,9 @@ func (w *Writer) openIn(dir, part string) (*openFile, error) {
 		path:   filepath.Join(dir, name),
 		tmp:    filepath.Join(dir, "."+name+".tmp"),
 		opened: now,
+		rows:   w.spare,
 	}
+	w.spare = nil
 	var err error
 	if f.f, err = os.OpenFile(f.tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err != nil {
 		w.m.errors.WithLabelValues("write").Inc()
@@ -359,6 +366,9 @@ func (w *Writer) close(f *openFile) error {
 	delete(w.files, f.part)
 	w.m.openFiles.Dec()
 	err := w.flushRowGroup(f)
+	if err == nil && cap(f.rows) > cap(w.spare) {
+		w.spare, f.rows = f.rows[:0], nil // emptied by flushRowGroup
+	}
 	if err == nil {
 		err = f.w.Close()
 	}
