@@ -12,15 +12,22 @@ import "encoding/binary"
 // Both are bounded FIFOs: the oldest decision is forgotten first, and a span
 // arriving later than that starts a new trace.
 //
+// The maps and FIFOs grow as decisions are made, up to their bounds, rather
+// than being sized for the bounds up front: a million-entry cache allocated
+// at start costs tens of MB of resident memory and page faults before the
+// first span, and a node that decides fewer traces than that never needs it.
+//
 // Owned by one shard goroutine; not safe for concurrent use.
 type decisionCache struct {
 	dropped  map[uint64]struct{}
 	dropFIFO []uint64
 	dropHead int
+	dropMax  int
 
 	kept     map[uint64]*decided
 	keptFIFO []uint64
 	keptHead int
+	keptMax  int
 }
 
 // decided is what a late span of a kept trace needs to be archived like the
@@ -34,12 +41,11 @@ func newDecisionCache(size int) *decisionCache {
 	if size < 16 {
 		size = 16
 	}
-	keptSize := size / 4
 	return &decisionCache{
-		dropped:  make(map[uint64]struct{}, size),
-		dropFIFO: make([]uint64, 0, size),
-		kept:     make(map[uint64]*decided, keptSize),
-		keptFIFO: make([]uint64, 0, keptSize),
+		dropped: make(map[uint64]struct{}),
+		dropMax: size,
+		kept:    make(map[uint64]*decided),
+		keptMax: size / 4,
 	}
 }
 
@@ -51,7 +57,7 @@ func (c *decisionCache) addDropped(id TraceID) {
 		return
 	}
 	c.dropped[k] = struct{}{}
-	c.dropHead = push(&c.dropFIFO, c.dropHead, k, func(old uint64) { delete(c.dropped, old) })
+	c.dropHead = push(&c.dropFIFO, c.dropHead, c.dropMax, k, func(old uint64) { delete(c.dropped, old) })
 }
 
 func (c *decisionCache) addKept(id TraceID, d *decided) {
@@ -61,13 +67,13 @@ func (c *decisionCache) addKept(id TraceID, d *decided) {
 		return
 	}
 	c.kept[k] = d
-	c.keptHead = push(&c.keptFIFO, c.keptHead, k, func(old uint64) { delete(c.kept, old) })
+	c.keptHead = push(&c.keptFIFO, c.keptHead, c.keptMax, k, func(old uint64) { delete(c.kept, old) })
 }
 
-// push appends k to the ring fifo, evicting the oldest entry when full, and
-// returns the new head.
-func push(fifo *[]uint64, head int, k uint64, evict func(uint64)) int {
-	if len(*fifo) < cap(*fifo) {
+// push appends k to the ring fifo, evicting the oldest entry once it holds
+// max, and returns the new head.
+func push(fifo *[]uint64, head, max int, k uint64, evict func(uint64)) int {
+	if len(*fifo) < max {
 		*fifo = append(*fifo, k)
 		return head
 	}

@@ -453,3 +453,29 @@ func TestShardCopiesSpanBytes(t *testing.T) {
 		t.Errorf("large span changed with its record")
 	}
 }
+
+// TestDecisionCacheBounds checks that the cache, which grows as it is used,
+// stops at its bounds and forgets the oldest decisions first.
+func TestDecisionCacheBounds(t *testing.T) {
+	c := newDecisionCache(16) // 16 dropped, 4 kept
+	id := func(i int) TraceID { return TraceID{8: byte(i), 9: byte(i >> 8), 15: 1} }
+	for i := 0; i < 40; i++ {
+		c.addDropped(id(i))
+		c.addKept(id(1000+i), &decided{})
+	}
+	if n := c.len(); n != 16+4 {
+		t.Fatalf("holds %d decisions, want 20", n)
+	}
+	if _, dropped := c.lookup(id(23)); dropped {
+		t.Error("trace 23 is remembered; the 16 newest are 24..39")
+	}
+	if _, dropped := c.lookup(id(24)); !dropped {
+		t.Error("trace 24 is forgotten")
+	}
+	if d, _ := c.lookup(id(1035)); d != nil {
+		t.Error("kept trace 1035 is remembered; the 4 newest are 1036..1039")
+	}
+	if d, _ := c.lookup(id(1039)); d == nil {
+		t.Error("kept trace 1039 is forgotten")
+	}
+}
