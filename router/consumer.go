@@ -417,6 +417,20 @@ func (c *Consumer) updateGauges() {
 		c.m.unsettledRecords.WithLabelValues(p).Set(float64(u.records))
 		c.m.unsettledAge.WithLabelValues(p).Set(u.oldest.Seconds())
 	}
+	// Partitions revoked since the last update leave the series.
+	c.m.lag.Reset()
+	for part, n := range c.wm.Lag() {
+		c.m.lag.WithLabelValues(strconv.Itoa(int(part))).Set(float64(n))
+	}
+}
+
+// Lag is the total of the consumer lag over the partitions assigned here.
+func (c *Consumer) Lag() int64 {
+	var n int64
+	for _, l := range c.wm.Lag() {
+		n += l
+	}
+	return n
 }
 
 // Metrics are the router's Prometheus metrics.
@@ -435,6 +449,7 @@ type Metrics struct {
 	deadLetterErrors prometheus.Counter
 	unsettledRecords *prometheus.GaugeVec
 	unsettledAge     *prometheus.GaugeVec
+	lag              *prometheus.GaugeVec
 }
 
 // NewMetrics creates the router metrics and registers them with reg (nil:
@@ -477,11 +492,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		unsettledAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tailsift_router_unsettled_oldest_age_seconds", Help: "Age of the oldest unsettled record, by partition."},
 			[]string{"partition"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tailsift_router_consumer_lag_records",
+			Help: "Records between this node's read position and the partition's log end, by assigned partition."},
+			[]string{"partition"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.bytes, m.spans, m.malformed, m.invalidSpans, m.fetchErrors,
 			m.commits, m.commitErrors, m.throttled, m.skewedSpans, m.deadLettered, m.deadLetterErrors,
-			m.unsettledRecords, m.unsettledAge)
+			m.unsettledRecords, m.unsettledAge, m.lag)
 	}
 	return m
 }

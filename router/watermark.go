@@ -145,6 +145,21 @@ func (w *Watermarks) Partitions() map[int32]int64 {
 	return out
 }
 
+// Lag returns, for each partition assigned here whose position and end are
+// known, the records between this consumer's read position and the log end
+// offset last read (at most 250ms old).
+func (w *Watermarks) Lag() map[int32]int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[int32]int64, len(w.parts))
+	for id, p := range w.parts {
+		if p.pos >= 0 && p.end >= 0 {
+			out[id] = max(0, p.end-p.pos)
+		}
+	}
+	return out
+}
+
 // value is the partition's watermark: when it was last seen at its end, or
 // else the newest record read.
 func (p *partWM) value() int64 {

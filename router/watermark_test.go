@@ -1,6 +1,7 @@
 package router
 
 import (
+	"maps"
 	"testing"
 	"time"
 )
@@ -83,5 +84,27 @@ func TestWatermarksWithPeers(t *testing.T) {
 	w.Report("b", map[int32]int64{1: sec(0)}, 3) // older than b's last: ignored
 	if got := w.Now().Unix(); got != 200 {
 		t.Fatalf("a reordered report moved the watermark to %d", got)
+	}
+}
+
+func TestWatermarksLag(t *testing.T) {
+	w := NewWatermarks()
+	w.assign([]int32{0, 1, 2})
+	if got := w.Lag(); len(got) != 0 {
+		t.Fatalf("lag before any end offset is known: %v, want none", got)
+	}
+	w.read(0, 9, 1)  // read up to offset 9: position 10
+	w.read(1, 99, 1) // position 100
+	// Partition 2 is not read yet: its position is the committed offset.
+	w.ends(3, map[int32]int64{0: 50, 1: 100, 2: 30}, map[int32]int64{2: 12}, 2)
+	want := map[int32]int64{0: 40, 1: 0, 2: 18}
+	if got := w.Lag(); !maps.Equal(got, want) {
+		t.Fatalf("lag %v, want %v", got, want)
+	}
+	w.read(0, 59, 3) // read past the end offset last seen: no negative lag
+	w.revoke([]int32{1})
+	want = map[int32]int64{0: 0, 2: 18}
+	if got := w.Lag(); !maps.Equal(got, want) {
+		t.Fatalf("after reading on and a revoke: lag %v, want %v", got, want)
 	}
 }

@@ -365,6 +365,7 @@ type Metrics struct {
 	spansDropped   prometheus.Counter
 	lateSpans      *prometheus.CounterVec
 	noRoot         prometheus.Counter
+	orphanSpans    prometheus.Counter
 	decisionWait   prometheus.Histogram
 	handedOff      prometheus.Counter
 }
@@ -395,6 +396,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]string{"decision"}),
 		noRoot: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_sampler_traces_without_root_total", Help: "Traces decided before their root span arrived."}),
+		orphanSpans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_sampler_orphan_spans_total", Help: "Spans of decided traces whose parent span was not in the trace when it was decided."}),
 		decisionWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tailsift_sampler_decision_wait_seconds",
 			Help:    "Time from a trace's first span to its decision.",
@@ -404,7 +407,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.spansBuffered, m.bytesBuffered, m.tracesBuffered, m.completed, m.decided,
-			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.decisionWait, m.handedOff)
+			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.orphanSpans, m.decisionWait, m.handedOff)
 	}
 	return m
 }

@@ -43,6 +43,7 @@ type shard struct {
 
 	cache *decisionCache
 	late  map[TraceID]*Kept // late spans of kept traces, flushed each tick
+	ids   idScratch         // for counting orphan spans at decision
 
 	in  chan []Item
 	ctl chan shardCall
@@ -326,6 +327,9 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 	m.decisionWait.Observe(now.Sub(b.FirstSeen).Seconds())
 	if b.root < 0 {
 		m.noRoot.Inc()
+	}
+	if n := orphanSpans(b.Spans, &sh.ids); n > 0 {
+		m.orphanSpans.Add(float64(n))
 	}
 
 	v := sh.s.policy().Decide(&b.Trace)
