@@ -141,5 +141,24 @@ func (r *Ring) Has(node string) bool {
 // Members returns the members, sorted. The caller may modify the slice.
 func (r *Ring) Members() []string { return slices.Clone(r.members) }
 
+// Share is the fraction of trace IDs this node owns: 1 on an empty ring, 0
+// when this node is not a member. With the bounded-load cap no member holds
+// more than Load times the average.
+func (r *Ring) Share() float64 {
+	if len(r.members) == 0 {
+		return 1
+	}
+	if r.selfIdx < 0 {
+		return 0
+	}
+	n := 0
+	for _, o := range r.owners {
+		if int(o) == r.selfIdx {
+			n++
+		}
+	}
+	return float64(n) / PartitionCount
+}
+
 // Self is the node the ring was built for.
 func (r *Ring) Self() string { return r.self }

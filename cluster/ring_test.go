@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -136,6 +137,37 @@ func TestRingEmptyIsLocal(t *testing.T) {
 		if _, local := r.Owner(&id); local {
 			t.Fatal("non-member owns a trace")
 		}
+	}
+}
+
+// TestRingShare checks each member's reported share against the fraction
+// of random trace IDs it owns, and that the shares add up to the whole.
+func TestRingShare(t *testing.T) {
+	ms := nodeNames(5)
+	ids := randomIDs(200_000)
+	var sum float64
+	for _, self := range ms {
+		r := NewRing(self, ms)
+		owned := 0
+		for _, id := range ids {
+			if _, local := r.Owner(&id); local {
+				owned++
+			}
+		}
+		got, measured := r.Share(), float64(owned)/float64(len(ids))
+		if math.Abs(got-measured) > 0.01 {
+			t.Errorf("%s: Share %.4f, owns %.4f of random IDs", self, got, measured)
+		}
+		sum += got
+	}
+	if math.Abs(sum-1) > 1e-9 {
+		t.Errorf("shares add up to %v, want 1", sum)
+	}
+	if s := NewRing("me", nil).Share(); s != 1 {
+		t.Errorf("empty ring: Share %v, want 1", s)
+	}
+	if s := NewRing("me", ms).Share(); s != 0 {
+		t.Errorf("non-member: Share %v, want 0", s)
 	}
 }
 

@@ -64,6 +64,10 @@ type Config struct {
 	// ClientOpts are appended to the franz-go options (TLS, SASL, ...).
 	ClientOpts []kgo.Opt
 	Logger     *slog.Logger
+	// Explain, if set, turns a Kafka error into advice for operators
+	// (which setting to check); it is logged beside the error and shown
+	// by Err.
+	Explain func(error) string
 }
 
 // Validate fills defaults and checks the configuration.
@@ -134,7 +138,13 @@ type Consumer struct {
 
 	records  atomic.Int64 // records polled, for progress reports
 	assigned atomic.Int32 // partitions assigned now
-	fetchErr atomic.Int64 // unix nanos of the last fetch error
+	lastErr  atomic.Pointer[kafkaErr]
+}
+
+// kafkaErr is the last error talking to Kafka, and when it happened.
+type kafkaErr struct {
+	err error
+	at  time.Time
 }
 
 // NewConsumer creates the franz-go client and joins the group when Run
@@ -180,11 +190,31 @@ func NewConsumer(cfg Config, out Dispatcher, m *Metrics) (*Consumer, error) {
 // Records is the number of records polled so far.
 func (c *Consumer) Records() int64 { return c.records.Load() }
 
-// Ready reports whether the consumer has partitions and fetched without
-// error in the last 10 seconds.
+// Ready reports whether the consumer has partitions and talked to Kafka
+// without error in the last 10 seconds.
 func (c *Consumer) Ready() bool {
-	last := c.fetchErr.Load()
-	return c.assigned.Load() > 0 && (last == 0 || time.Since(time.Unix(0, last)) > 10*time.Second)
+	return c.assigned.Load() > 0 && c.Err() == nil
+}
+
+// Err returns the last error talking to Kafka (with the operator's advice
+// when Config.Explain gives one) if it is less than 10 seconds old.
+func (c *Consumer) Err() error {
+	if e := c.lastErr.Load(); e != nil && time.Since(e.at) < 10*time.Second {
+		return e.err
+	}
+	return nil
+}
+
+// kafkaFailed records and logs (throttled, by key) an error talking to
+// Kafka; the client retries.
+func (c *Consumer) kafkaFailed(key, msg string, err error, args ...any) {
+	if c.cfg.Explain != nil {
+		if hint := c.cfg.Explain(err); hint != "" {
+			err = fmt.Errorf("%w (%s)", err, hint)
+		}
+	}
+	c.lastErr.Store(&kafkaErr{err: err, at: time.Now()})
+	c.log.Warn(key, msg, append(args, "err", err)...)
 }
 
 // Watermarks is how far in record time each partition has been read: the
@@ -228,7 +258,7 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 	wmCtx, stopWM := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWM()
 	go c.wm.refresh(wmCtx, kadm.NewClient(c.client), c.cfg.Topic, c.cfg.Group, 250*time.Millisecond, func(err error) {
-		c.log.Warn("offsets", "reading log end offsets failed; the watermark waits", "err", err)
+		c.kafkaFailed("offsets", "cannot read the topic's end offsets from Kafka; retrying, decisions wait", err)
 	})
 	var batch []sampler.Item
 	lastCommit := time.Now()
@@ -248,9 +278,8 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return
 			}
-			c.fetchErr.Store(time.Now().UnixNano())
 			c.m.fetchErrors.Inc()
-			c.log.Warn("fetch", "fetch failed; retrying", "topic", topic, "partition", p, "err", err)
+			c.kafkaFailed("fetch", "fetch failed; retrying", err, "topic", topic, "partition", p)
 		})
 		batch = batch[:0]
 		now := time.Now().UnixNano()

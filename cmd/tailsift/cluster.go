@@ -46,7 +46,7 @@ type clusterNode struct {
 
 	ctx     context.Context // for hand-offs on membership changes
 	last    map[string]string
-	onSize  func(n int)
+	onRing  func(r *cluster.Ring) // after each membership change
 	leaving bool
 }
 
@@ -137,8 +137,8 @@ func (cn *clusterNode) onChange(members map[string]string) {
 		}
 	}
 	cn.last = members
-	if cn.onSize != nil {
-		cn.onSize(len(members))
+	if cn.onRing != nil {
+		cn.onRing(ring)
 	}
 	cn.log.Info("cluster changed", "members", ids)
 	cn.handoff(func(id *sampler.TraceID) bool { _, local := ring.Owner(id); return local })

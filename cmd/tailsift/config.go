@@ -1,29 +1,35 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/tailsift/tailsift/archive"
-	"io"
+	"maps"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tailsift/tailsift/archive"
 	"gopkg.in/yaml.v3"
 )
 
 // Config is the whole node configuration: one YAML file, every key also
-// settable by flag and by environment variable (TAILSIFT_ + the key path in
-// upper case with dots as underscores, e.g. TAILSIFT_KAFKA_BROKERS).
+// settable by environment variable (TAILSIFT_ + the key path in upper case
+// with dots as underscores, e.g. TAILSIFT_KAFKA_BROKERS) and by flag (the
+// key path with dots and underscores as dashes, e.g. --kafka-brokers).
 // Precedence: flag, then environment, then file, then default.
+//
+// Each leaf field's help tag documents it: docs/config.md is generated from
+// these tags and defaultConfig (TestConfigDocs), and so are the flags.
+// Fields tagged secret:"true" are masked when printed and have no flag (a
+// command line is visible to every user of the host).
 type Config struct {
-	NodeID      string        `yaml:"node_id"`      // unique per node; default: host name
-	HTTPAddr    string        `yaml:"http_addr"`    // serves /metrics, /healthz, /readyz
-	GracePeriod time.Duration `yaml:"grace_period"` // SIGTERM to exit, at most
+	NodeID      string        `yaml:"node_id" help:"unique name of this node; names its archive files (default: host name)"`
+	GracePeriod time.Duration `yaml:"grace_period" help:"on SIGTERM, exit within this long"`
+	HTTP        HTTPConfig    `yaml:"http"`
 	Log         LogConfig     `yaml:"log"`
 	Kafka       KafkaConfig   `yaml:"kafka"`
 	Sampler     SamplerConfig `yaml:"sampler"`
@@ -37,148 +43,190 @@ type Config struct {
 	Budget       yaml.Node `yaml:"budget"`
 }
 
+// HTTPConfig configures the HTTP endpoints.
+type HTTPConfig struct {
+	Addr  string `yaml:"addr" help:"serves /metrics, /healthz and /readyz; empty: off"`
+	PProf bool   `yaml:"pprof" help:"also serve Go's profiler at /debug/pprof/ (keep the address private)"`
+}
+
 // LogConfig configures log/slog output.
 type LogConfig struct {
-	Level  string `yaml:"level"`  // debug, info, warn, error
-	Format string `yaml:"format"` // text or json
+	Level            string        `yaml:"level" help:"debug, info, warn or error"`
+	Format           string        `yaml:"format" help:"text or json"`
+	ProgressInterval time.Duration `yaml:"progress_interval" help:"log a one-line progress summary this often; 0: never"`
 }
 
 // KafkaConfig configures the consumer.
 type KafkaConfig struct {
-	Brokers             []string      `yaml:"brokers"`
-	Topic               string        `yaml:"topic"`
-	Group               string        `yaml:"group"`
-	Encoding            string        `yaml:"encoding"` // otlp_proto or otlp_json
-	MaxMessageBytes     int           `yaml:"max_message_bytes"`
-	CommitInterval      time.Duration `yaml:"commit_interval"`
-	MaxUnsettledRecords int           `yaml:"max_unsettled_records"`
-	SessionTimeout      time.Duration `yaml:"session_timeout"`
-	DeadLetterTopic     string        `yaml:"dead_letter_topic"`
+	Brokers             []string      `yaml:"brokers" help:"bootstrap brokers, host:port, comma-separated"`
+	Topic               string        `yaml:"topic" help:"topic holding OTLP spans"`
+	Group               string        `yaml:"group" help:"consumer group shared by the nodes of one cluster"`
+	Encoding            string        `yaml:"encoding" help:"message encoding: otlp_proto or otlp_json"`
+	MaxMessageBytes     int           `yaml:"max_message_bytes" help:"larger messages are skipped and counted as oversized"`
+	CommitInterval      time.Duration `yaml:"commit_interval" help:"how often settled offsets are committed"`
+	MaxUnsettledRecords int           `yaml:"max_unsettled_records" help:"records read but not yet settled before polling pauses (backpressure)"`
+	SessionTimeout      time.Duration `yaml:"session_timeout" help:"the group reassigns a silent member's partitions after this long (at least 6s)"`
+	DeadLetterTopic     string        `yaml:"dead_letter_topic" help:"copy malformed or oversized records to this existing topic; empty: off"`
 	TLS                 TLSConfig     `yaml:"tls"`
 	SASL                SASLConfig    `yaml:"sasl"`
 }
 
 // TLSConfig enables TLS to the Kafka brokers.
 type TLSConfig struct {
-	Enabled            bool   `yaml:"enabled"`
-	CAFile             string `yaml:"ca_file"`   // PEM bundle; default: system roots
-	CertFile           string `yaml:"cert_file"` // client certificate (mutual TLS)
-	KeyFile            string `yaml:"key_file"`
-	ServerName         string `yaml:"server_name"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	Enabled            bool   `yaml:"enabled" help:"connect to the brokers with TLS"`
+	CAFile             string `yaml:"ca_file" help:"PEM file of the CAs to trust; empty: the system roots"`
+	CertFile           string `yaml:"cert_file" help:"PEM client certificate, for mutual TLS"`
+	KeyFile            string `yaml:"key_file" help:"PEM private key of the client certificate"`
+	ServerName         string `yaml:"server_name" help:"name to verify the brokers' certificates against; empty: the broker host"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" help:"do not verify the brokers' certificates (tests only)"`
 }
 
 // SASLConfig authenticates to the Kafka brokers.
 type SASLConfig struct {
-	Mechanism    string `yaml:"mechanism"` // PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty: off
-	Username     string `yaml:"username"`
-	Password     string `yaml:"password" secret:"true"`
-	PasswordFile string `yaml:"password_file"` // read at start; wins over password
+	Mechanism    string `yaml:"mechanism" help:"PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty: no SASL"`
+	Username     string `yaml:"username" help:"SASL user name"`
+	Password     string `yaml:"password" secret:"true" help:"SASL password; prefer password_file or the environment variable"`
+	PasswordFile string `yaml:"password_file" help:"file holding the SASL password, read at start; wins over password"`
 }
 
 // ClusterConfig makes the node one of a gossip cluster. Without a gossip
 // address the node runs alone.
 type ClusterConfig struct {
-	GossipAddr    string   `yaml:"gossip_addr"`     // IP:port for memberlist (TCP and UDP)
-	ForwardAddr   string   `yaml:"forward_addr"`    // host:port peers forward spans to
-	Join          []string `yaml:"join"`            // gossip addresses of running members
-	SecretKeyFile string   `yaml:"secret_key_file"` // 16, 24 or 32 bytes shared by all nodes
+	GossipAddr    string   `yaml:"gossip_addr" help:"IP:port for gossip (TCP and UDP); empty: run alone"`
+	ForwardAddr   string   `yaml:"forward_addr" help:"host:port peers forward spans to; required with gossip_addr"`
+	Join          []string `yaml:"join" help:"gossip addresses of running members, comma-separated"`
+	SecretKeyFile string   `yaml:"secret_key_file" help:"file with a 16, 24 or 32-byte key shared by all nodes: encrypts gossip, authenticates peers"`
 }
 
 // SamplerConfig configures trace buffering.
 type SamplerConfig struct {
-	Shards            int           `yaml:"shards"`
-	QuietPeriod       time.Duration `yaml:"quiet_period"`
-	MaxWait           time.Duration `yaml:"max_wait"`
-	MaxSpansPerTrace  int           `yaml:"max_spans_per_trace"`
-	MaxBufferedBytes  int64         `yaml:"max_buffered_bytes"`
-	DecisionCacheSize int           `yaml:"decision_cache_size"`
+	Shards            int           `yaml:"shards" help:"buffer shards, one goroutine each; 0: one per CPU"`
+	QuietPeriod       time.Duration `yaml:"quiet_period" help:"a trace with its root is complete after this long without new spans"`
+	MaxWait           time.Duration `yaml:"max_wait" help:"a trace is decided at the latest this long after its first span"`
+	MaxSpansPerTrace  int           `yaml:"max_spans_per_trace" help:"a trace is decided when it reaches this many spans"`
+	MaxBufferedBytes  int64         `yaml:"max_buffered_bytes" help:"past this many buffered span bytes the oldest traces are decided early"`
+	DecisionCacheSize int           `yaml:"decision_cache_size" help:"recent decisions remembered, so late spans follow their trace"`
 }
 
 // ArchiveConfig configures where kept traces go.
 type ArchiveConfig struct {
-	URL       string        `yaml:"url"` // file:///path or s3://bucket/prefix
-	RollBytes int64         `yaml:"roll_bytes"`
-	RollAge   time.Duration `yaml:"roll_age"`
-	SpoolDir  string        `yaml:"spool_dir"`
+	URL       string        `yaml:"url" help:"file:///path or s3://bucket/prefix"`
+	RollBytes int64         `yaml:"roll_bytes" help:"close a file once its rows reach about this many uncompressed bytes"`
+	RollAge   time.Duration `yaml:"roll_age" help:"close a file this long after it was opened"`
+	SpoolDir  string        `yaml:"spool_dir" help:"where finished files wait for upload to S3; empty: $TMPDIR/tailsift-spool-<node_id>"`
 	// SpoolMaxBytes caps the spool; at the cap the node stops taking
-	// decided traces and Kafka holds the data (default 10GiB).
-	SpoolMaxBytes int64    `yaml:"spool_max_bytes"`
+	// decided traces and Kafka holds the data.
+	SpoolMaxBytes int64    `yaml:"spool_max_bytes" help:"cap on the spool; at the cap the node stops taking decided traces and Kafka holds the data"`
 	S3            S3Config `yaml:"s3"`
 	// Redact rules apply to attributes before anything is written;
 	// RedactKeyFile holds the key of the hash action.
 	Redact        []archive.RedactRule `yaml:"redact"`
-	RedactKeyFile string               `yaml:"redact_key_file"`
+	RedactKeyFile string               `yaml:"redact_key_file" help:"file holding the key of the redaction hash action"`
 }
 
 // S3Config configures the S3 store; credentials come from the standard AWS
 // chain (environment, shared files, instance roles).
 type S3Config struct {
-	Region    string `yaml:"region"`
-	Endpoint  string `yaml:"endpoint"`   // for S3-compatible servers
-	PathStyle bool   `yaml:"path_style"` // bucket in the path, not the host name
+	Region    string `yaml:"region" help:"S3 region; empty: from the AWS environment"`
+	Endpoint  string `yaml:"endpoint" help:"endpoint URL of an S3-compatible server (MinIO, versitygw)"`
+	PathStyle bool   `yaml:"path_style" help:"address the bucket in the path rather than the host name"`
 }
 
+// defaultConfig holds every default. Zero means "see the help" only where
+// the default depends on the machine (sampler.shards, archive.spool_dir).
 func defaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
 		NodeID:      host,
-		HTTPAddr:    "127.0.0.1:8080",
 		GracePeriod: 30 * time.Second,
-		Log:         LogConfig{Level: "info", Format: "text"},
+		HTTP:        HTTPConfig{Addr: "127.0.0.1:8080"},
+		Log:         LogConfig{Level: "info", Format: "text", ProgressInterval: 30 * time.Second},
 		Kafka: KafkaConfig{
-			Brokers:  []string{"127.0.0.1:9092"},
-			Topic:    "otlp_spans",
-			Group:    "tailsift",
-			Encoding: "otlp_proto",
+			Brokers:             []string{"127.0.0.1:9092"},
+			Topic:               "otlp_spans",
+			Group:               "tailsift",
+			Encoding:            "otlp_proto",
+			MaxMessageBytes:     64 << 20,
+			CommitInterval:      time.Second,
+			MaxUnsettledRecords: 200_000,
+			SessionTimeout:      45 * time.Second,
 		},
-		Archive: ArchiveConfig{URL: "file://./tailsift-data"},
+		Sampler: SamplerConfig{
+			QuietPeriod:       3 * time.Second,
+			MaxWait:           30 * time.Second,
+			MaxSpansPerTrace:  10_000,
+			MaxBufferedBytes:  1 << 30,
+			DecisionCacheSize: 1_000_000,
+		},
+		Archive: ArchiveConfig{URL: "file://./tailsift-data", RollBytes: 256 << 20, RollAge: 5 * time.Minute, SpoolMaxBytes: 10 << 30},
 	}
 }
 
-// flagBinding ties a flag to a key of Config.
-type flagBinding struct {
-	name  string // flag name
-	key   string // YAML key path, e.g. kafka.brokers
-	usage string
+// configKey is one leaf of Config settable by flag and environment.
+type configKey struct {
+	key    string // YAML key path, e.g. kafka.tls.ca_file
+	help   string
+	secret bool
+	typ    reflect.Type
 }
 
-var runFlags = []flagBinding{
-	{"node-id", "node_id", "unique name of this node (default: host name)"},
-	{"http-addr", "http_addr", "address for /metrics, /healthz and /readyz (empty: off)"},
-	{"grace-period", "grace_period", "on SIGTERM, exit within this long"},
-	{"gossip-addr", "cluster.gossip_addr", "join a cluster: IP:port for gossip (empty: run alone)"},
-	{"forward-addr", "cluster.forward_addr", "host:port peers forward spans to"},
-	{"join", "cluster.join", "comma-separated gossip addresses of running members"},
-	{"cluster-secret-key-file", "cluster.secret_key_file", "file with the key (16, 24 or 32 bytes) that encrypts gossip and authenticates peers"},
-	{"log-level", "log.level", "debug, info, warn or error"},
-	{"log-format", "log.format", "text or json"},
-	{"brokers", "kafka.brokers", "comma-separated Kafka bootstrap brokers"},
-	{"topic", "kafka.topic", "Kafka topic holding OTLP spans"},
-	{"group", "kafka.group", "Kafka consumer group"},
-	{"encoding", "kafka.encoding", "message encoding: otlp_proto or otlp_json"},
-	{"max-message-bytes", "kafka.max_message_bytes", "skip (and count) larger messages"},
-	{"dead-letter-topic", "kafka.dead_letter_topic", "copy malformed or oversized records to this topic"},
-	{"archive-spool-dir", "archive.spool_dir", "where finished files wait for upload to object storage"},
-	{"archive-spool-max-bytes", "archive.spool_max_bytes", "cap on the spool; at the cap the node pauses and Kafka holds the data (e.g. 10GiB)"},
-	{"kafka-session-timeout", "kafka.session_timeout", "reassign a silent member's partitions after this long"},
-	{"kafka-tls", "kafka.tls.enabled", "connect to Kafka with TLS"},
-	{"kafka-tls-ca", "kafka.tls.ca_file", "PEM file of CAs to trust for Kafka"},
-	{"kafka-sasl-mechanism", "kafka.sasl.mechanism", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"},
-	{"kafka-sasl-username", "kafka.sasl.username", "SASL user name"},
-	{"kafka-sasl-password-file", "kafka.sasl.password_file", "file holding the SASL password"},
-	{"quiet-period", "sampler.quiet_period", "a trace with its root is complete after this long without spans"},
-	{"max-wait", "sampler.max_wait", "decide a trace at the latest this long after its first span"},
-	{"max-buffered-bytes", "sampler.max_buffered_bytes", "bytes of spans buffered before the oldest traces are decided early"},
-	{"archive", "archive.url", "archive location: file:///path or s3://bucket/prefix"},
-	{"archive-roll-age", "archive.roll_age", "close an archive file this long after it was opened"},
-	{"s3-endpoint", "archive.s3.endpoint", "S3 endpoint override, for S3-compatible servers"},
-	{"s3-region", "archive.s3.region", "S3 region"},
-	{"s3-path-style", "archive.s3.path_style", "address the bucket in the path (MinIO, versitygw)"},
+// flag is the key's flag name (no flag for secrets).
+func (k configKey) flag() string { return strings.NewReplacer(".", "-", "_", "-").Replace(k.key) }
+
+// env is the key's environment variable.
+func (k configKey) env() string {
+	return "TAILSIFT_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(k.key))
 }
 
-// loadConfig builds the configuration from defaults, the file named by
-// --config, the environment and the flags set in fs.
+// configKeys lists the leaves of Config in declaration order. Sections that
+// are documents (policies, head_sampling, budget, archive.redact) come from
+// the file only.
+func configKeys() []configKey {
+	var keys []configKey
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name := prefix + strings.Split(f.Tag.Get("yaml"), ",")[0]
+			switch {
+			case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(yaml.Node{}) && f.Type != reflect.TypeOf(time.Duration(0)):
+				walk(f.Type, name+".")
+			case f.Tag.Get("help") != "":
+				keys = append(keys, configKey{key: name, help: f.Tag.Get("help"), secret: f.Tag.Get("secret") == "true", typ: f.Type})
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	return keys
+}
+
+// flagAliases are the short flag names documented before every key had a
+// flag of its own; they stay, so existing command lines keep working.
+var flagAliases = map[string]string{
+	"pprof":       "http.pprof",
+	"gossip-addr": "cluster.gossip_addr", "forward-addr": "cluster.forward_addr", "join": "cluster.join",
+	"brokers": "kafka.brokers", "topic": "kafka.topic", "group": "kafka.group", "encoding": "kafka.encoding",
+	"max-message-bytes": "kafka.max_message_bytes", "dead-letter-topic": "kafka.dead_letter_topic",
+	"kafka-tls": "kafka.tls.enabled", "kafka-tls-ca": "kafka.tls.ca_file",
+	"quiet-period": "sampler.quiet_period", "max-wait": "sampler.max_wait", "max-buffered-bytes": "sampler.max_buffered_bytes",
+	"archive": "archive.url", "s3-endpoint": "archive.s3.endpoint", "s3-region": "archive.s3.region", "s3-path-style": "archive.s3.path_style",
+}
+
+// registerConfigFlags adds a flag for every settable key, and the aliases.
+// The flags hold text; loadConfig parses the ones set.
+func registerConfigFlags(fs *flag.FlagSet) {
+	for _, k := range configKeys() {
+		if !k.secret {
+			fs.String(k.flag(), "", k.help+" ["+k.key+", "+k.env()+"]")
+		}
+	}
+	for _, alias := range slices.Sorted(maps.Keys(flagAliases)) {
+		fs.String(alias, "", "same as --"+configKey{key: flagAliases[alias]}.flag())
+	}
+}
+
+// loadConfig builds the configuration from defaults, the file (if any), the
+// environment and the flags set in fs (registered by registerConfigFlags).
 func loadConfig(fs *flag.FlagSet, file string, env func(string) string) (Config, error) {
 	cfg := defaultConfig()
 	if file != "" {
@@ -186,48 +234,106 @@ func loadConfig(fs *flag.FlagSet, file string, env func(string) string) (Config,
 		if err != nil {
 			return cfg, fmt.Errorf("config: %w", err)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return cfg, fmt.Errorf("config %s: %s", file, strings.ReplaceAll(err.Error(), "\n", "; "))
+		if err := decodeConfig(data, &cfg); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", file, err)
 		}
 	}
-	for _, b := range runFlags {
-		envName := "TAILSIFT_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(b.key))
-		if v := env(envName); v != "" {
-			if err := setKey(&cfg, b.key, v); err != nil {
-				return cfg, fmt.Errorf("%s (from %s): %w", b.key, envName, err)
+	var errs []error
+	keys := configKeys()
+	for _, k := range keys {
+		if v := env(k.env()); v != "" {
+			if err := setKey(&cfg, k.key, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s (from %s): %w", k.key, k.env(), err))
 			}
 		}
 	}
-	var err error
 	fs.Visit(func(f *flag.Flag) {
-		for _, b := range runFlags {
-			if b.name == f.Name && err == nil {
-				if e := setKey(&cfg, b.key, f.Value.String()); e != nil {
-					err = fmt.Errorf("%s (from --%s): %w", b.key, b.name, e)
-				}
+		key, ok := flagAliases[f.Name]
+		for _, k := range keys {
+			if !ok && !k.secret && k.flag() == f.Name {
+				key, ok = k.key, true
 			}
+		}
+		if !ok {
+			return // not a configuration flag
+		}
+		if err := setKey(&cfg, key, f.Value.String()); err != nil {
+			errs = append(errs, fmt.Errorf("%s (from --%s): %w", key, f.Name, err))
 		}
 	})
-	return cfg, err
+	if err := errors.Join(errs...); err != nil {
+		return cfg, oneLine(err)
+	}
+	return cfg, nil
+}
+
+// decodeConfig decodes a YAML document over cfg. Every error names the key
+// path and line: an unknown key, or a value of the wrong type.
+func decodeConfig(data []byte, cfg *Config) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	if len(doc.Content) == 0 {
+		return nil // empty file
+	}
+	var errs []error
+	var walk func(n *yaml.Node, v reflect.Value, path string)
+	walk = func(n *yaml.Node, v reflect.Value, path string) {
+		if n.Kind != yaml.MappingNode {
+			errs = append(errs, fmt.Errorf("line %d: %s: must be a mapping of keys", n.Line, strings.TrimSuffix(path, ".")))
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			f, ok := fieldByYAML(v, k.Value)
+			if !ok {
+				errs = append(errs, fmt.Errorf("line %d: %s%s: unknown key (known here: %s)", k.Line, path, k.Value, strings.Join(yamlKeys(v.Type()), ", ")))
+				continue
+			}
+			if f.Kind() == reflect.Struct && f.Type() != reflect.TypeOf(yaml.Node{}) {
+				walk(val, f, path+k.Value+".")
+				continue
+			}
+			if err := val.Decode(f.Addr().Interface()); err != nil {
+				msg := err.Error()
+				if te := (*yaml.TypeError)(nil); errors.As(err, &te) {
+					msg = strings.Join(te.Errors, "; ")
+				}
+				errs = append(errs, fmt.Errorf("line %d: %s%s: %s", val.Line, path, k.Value, msg))
+			}
+		}
+	}
+	walk(doc.Content[0], reflect.ValueOf(cfg).Elem(), "")
+	return errors.Join(errs...)
+}
+
+func fieldByYAML(v reflect.Value, name string) (reflect.Value, bool) {
+	for i := 0; i < v.NumField(); i++ {
+		if strings.Split(v.Type().Field(i).Tag.Get("yaml"), ",")[0] == name {
+			return v.Field(i), true
+		}
+	}
+	return reflect.Value{}, false
+}
+
+func yamlKeys(t reflect.Type) []string {
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		out = append(out, strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0])
+	}
+	return out
 }
 
 // setKey sets the field at the YAML key path to the text value.
 func setKey(cfg *Config, key, value string) error {
 	v := reflect.ValueOf(cfg).Elem()
 	for _, part := range strings.Split(key, ".") {
-		found := false
-		for i := 0; i < v.NumField(); i++ {
-			if strings.Split(v.Type().Field(i).Tag.Get("yaml"), ",")[0] == part {
-				v = v.Field(i)
-				found = true
-				break
-			}
-		}
-		if !found {
+		f, ok := fieldByYAML(v, part)
+		if !ok {
 			return fmt.Errorf("BUG: no config key %q", key)
 		}
+		v = f
 	}
 	switch v.Interface().(type) {
 	case string:

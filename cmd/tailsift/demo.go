@@ -48,8 +48,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	cfg := defaultConfig()
 	cfg.NodeID = "demo"
-	cfg.HTTPAddr = ""
+	cfg.HTTP.Addr = ""
 	cfg.Log.Level = *logLevel
+	cfg.Log.ProgressInterval = 0 // the demo prints its own live line
 	cfg.Kafka.Brokers = []string{b.Addr()}
 	cfg.Kafka.Topic = topic
 	cfg.Archive.URL = "file://" + absDir

@@ -40,7 +40,7 @@ func startTestNode(t *testing.T, brokers, topic, dir string, edit func(*Config))
 	t.Helper()
 	cfg := defaultConfig()
 	cfg.NodeID = "test"
-	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Log.Level = "warn"
 	cfg.Kafka.Brokers = []string{brokers}
 	cfg.Kafka.Topic = topic

@@ -1,15 +1,19 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -43,26 +47,72 @@ func kafkaSecurityOpts(c KafkaConfig) ([]kgo.Opt, error) {
 	if c.SASL.Mechanism == "" {
 		return opts, nil
 	}
-	pass := c.SASL.Password
-	if c.SASL.PasswordFile != "" {
-		b, err := os.ReadFile(c.SASL.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("kafka.sasl.password_file: %w", err)
-		}
-		pass = strings.TrimRight(string(b), "\r\n")
-	}
 	if c.SASL.Username == "" {
 		return nil, errors.New("kafka.sasl.username: required when kafka.sasl.mechanism is set")
 	}
+	// The password is read at every authentication, so a password file
+	// rotated in place (a mounted secret) takes effect without a restart.
+	password := func() (string, error) { return c.SASL.Password, nil }
+	if f := c.SASL.PasswordFile; f != "" {
+		password = func() (string, error) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return "", fmt.Errorf("kafka.sasl.password_file: %w", err)
+			}
+			return strings.TrimRight(string(b), "\r\n"), nil
+		}
+		if _, err := password(); err != nil {
+			return nil, err
+		}
+	}
+	user := c.SASL.Username
+	scramAuth := func(context.Context) (scram.Auth, error) {
+		p, err := password()
+		return scram.Auth{User: user, Pass: p}, err
+	}
 	switch strings.ToUpper(c.SASL.Mechanism) {
 	case "PLAIN":
-		opts = append(opts, kgo.SASL(plain.Auth{User: c.SASL.Username, Pass: pass}.AsMechanism()))
+		opts = append(opts, kgo.SASL(plain.Plain(func(context.Context) (plain.Auth, error) {
+			p, err := password()
+			return plain.Auth{User: user, Pass: p}, err
+		})))
 	case "SCRAM-SHA-256":
-		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: pass}.AsSha256Mechanism()))
+		opts = append(opts, kgo.SASL(scram.Sha256(scramAuth)))
 	case "SCRAM-SHA-512":
-		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: pass}.AsSha512Mechanism()))
+		opts = append(opts, kgo.SASL(scram.Sha512(scramAuth)))
 	default:
 		return nil, fmt.Errorf("kafka.sasl.mechanism: %q is not allowed (allowed: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)", c.SASL.Mechanism)
 	}
 	return opts, nil
+}
+
+// explainKafkaErr returns advice naming the settings to check for errors
+// that a retry will not fix by itself, or "" for the others.
+func explainKafkaErr(c KafkaConfig) func(error) string {
+	return func(err error) string {
+		var unknownCA x509.UnknownAuthorityError
+		var hostErr x509.HostnameError
+		var recordHeader tls.RecordHeaderError
+		switch {
+		case errors.Is(err, kerr.SaslAuthenticationFailed):
+			return fmt.Sprintf("Kafka rejected the credentials of SASL user %q: check kafka.sasl.username and kafka.sasl.password_file", c.SASL.Username)
+		case errors.Is(err, kerr.UnsupportedSaslMechanism):
+			return fmt.Sprintf("the brokers do not offer %s: check kafka.sasl.mechanism", c.SASL.Mechanism)
+		case errors.As(err, &unknownCA):
+			return "the brokers' certificate is signed by an unknown authority: check kafka.tls.ca_file"
+		case errors.As(err, &hostErr):
+			return "the brokers' certificate is for another name: check kafka.brokers or kafka.tls.server_name"
+		case errors.As(err, &recordHeader):
+			return "the brokers do not speak TLS: check kafka.tls.enabled and the port in kafka.brokers"
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return "nothing listens at that address: check kafka.brokers"
+		case (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) && c.SASL.Mechanism != "":
+			// Some brokers close the connection instead of answering a
+			// failed authentication.
+			return fmt.Sprintf("the broker closed the connection, which with SASL most often means it rejected the credentials of user %q: check kafka.sasl.username and kafka.sasl.password_file", c.SASL.Username)
+		case (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) && !c.TLS.Enabled:
+			return "the broker closed the connection: if it requires TLS, set kafka.tls.enabled"
+		}
+		return ""
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tailsift/tailsift/archive"
+	"github.com/tailsift/tailsift/cluster"
 	"github.com/tailsift/tailsift/router"
 	"github.com/tailsift/tailsift/sampler"
 	"golang.org/x/sync/errgroup"
@@ -30,9 +32,7 @@ import (
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("run", stderr)
 	configFile := fs.String("config", "", "YAML configuration file (flags and TAILSIFT_* variables override it)")
-	for _, b := range runFlags {
-		fs.String(b.name, "", b.usage+" ["+b.key+"]")
-	}
+	registerConfigFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -126,6 +126,25 @@ func (n *node) applyShare(p sampler.Policy) {
 // nodeMetrics are the node's own metrics.
 type nodeMetrics struct {
 	reloads *prometheus.CounterVec
+	members prometheus.Gauge // ring members as this node sees them
+	share   prometheus.Gauge // fraction of trace IDs this node owns
+}
+
+func newNodeMetrics(reg prometheus.Registerer) nodeMetrics {
+	m := nodeMetrics{
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tailsift_policy_reloads_total",
+			Help: "Policy reloads (SIGHUP or file change) by result: applied or rejected."}, []string{"result"}),
+		members: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tailsift_cluster_members",
+			Help: "Members of the consistent-hash ring as this node sees them (1 for a node running alone)."}),
+		share: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tailsift_cluster_ownership_share",
+			Help: "Fraction of trace IDs this node owns on the ring (1 for a node running alone)."}),
+	}
+	// A node alone owns every trace; a cluster member updates both on
+	// every membership change.
+	m.members.Set(1)
+	m.share.Set(1)
+	reg.MustRegister(m.reloads, m.members, m.share)
+	return m
 }
 
 // parts are the component configurations derived from a Config.
@@ -149,6 +168,9 @@ func validateConfig(cfg Config) (*parts, error) {
 	if cfg.NodeID == "" {
 		errs = append(errs, errors.New("node_id: required (no host name to default to)"))
 	}
+	if cfg.Log.ProgressInterval < 0 {
+		errs = append(errs, fmt.Errorf("log.progress_interval: must be 0 (off) or positive, got %v", cfg.Log.ProgressInterval))
+	}
 	if cfg.GracePeriod <= 0 {
 		errs = append(errs, fmt.Errorf("grace_period: must be positive, got %v", cfg.GracePeriod))
 	}
@@ -165,6 +187,7 @@ func validateConfig(cfg Config) (*parts, error) {
 		SessionTimeout:      cfg.Kafka.SessionTimeout,
 		DeadLetterTopic:     cfg.Kafka.DeadLetterTopic,
 		ClientOpts:          secOpts,
+		Explain:             explainKafkaErr(cfg.Kafka),
 	}
 	errs = append(errs, p.kafka.Validate())
 	p.sampler = sampler.Config{
@@ -225,9 +248,7 @@ func newNode(cfg Config, logOut io.Writer) (*node, error) {
 
 	n := &node{cfg: cfg, log: logger, reg: prometheus.NewRegistry(), kept: make(chan *sampler.Kept, 256)}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n.m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tailsift_policy_reloads_total",
-		Help: "Policy reloads (SIGHUP or file change) by result: applied or rejected."}, []string{"result"})
-	n.reg.MustRegister(n.m.reloads)
+	n.m = newNodeMetrics(n.reg)
 	n.sampler = sampler.New(p.sampler, p.policy, n.kept, sampler.NewMetrics(n.reg), nil)
 	n.applyShare(p.policy)
 	n.reg.MustRegister(sampler.NewBudgetCollector(n.sampler.Policy))
@@ -241,8 +262,10 @@ func newNode(cfg Config, logOut io.Writer) (*node, error) {
 		// session timeout of watermark hold. Twice that, at least a minute.
 		n.cluster.route.SetAckTimeout(max(time.Minute,
 			2*(p.sampler.MaxWait+cmp.Or(p.archive.RollAge, archive.DefaultRollAge))+p.kafka.SessionTimeout))
-		n.cluster.onSize = func(size int) {
-			n.size.Store(int32(size))
+		n.cluster.onRing = func(r *cluster.Ring) {
+			n.size.Store(int32(len(r.Members())))
+			n.m.members.Set(float64(len(r.Members())))
+			n.m.share.Set(r.Share())
 			n.applyShare(n.sampler.Policy())
 		}
 		dispatch = n.cluster
@@ -255,9 +278,9 @@ func newNode(cfg Config, logOut io.Writer) (*node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("archive.url %s: %w", cfg.Archive.URL, err)
 	}
-	if cfg.HTTPAddr != "" {
-		if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-			return nil, fmt.Errorf("http_addr: %w", err)
+	if cfg.HTTP.Addr != "" {
+		if n.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+			return nil, fmt.Errorf("http.addr: %w", err)
 		}
 		n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
 	}
@@ -290,12 +313,23 @@ func (n *node) routes() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := n.consumer.Err(); err != nil {
+			http.Error(w, "not ready: kafka: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		if !n.consumer.Ready() {
-			http.Error(w, "not consuming: no partitions assigned or Kafka unreachable", http.StatusServiceUnavailable)
+			http.Error(w, "not ready: no Kafka partitions assigned to this node yet", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	if n.cfg.HTTP.PProf {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
@@ -304,7 +338,7 @@ func (n *node) routes() http.Handler {
 // all within the grace period.
 func (n *node) run(ctx context.Context) error {
 	n.log.Info("tailsift node starting", "node_id", n.cfg.NodeID, "brokers", strings.Join(n.cfg.Kafka.Brokers, ","),
-		"topic", n.cfg.Kafka.Topic, "group", n.cfg.Kafka.Group, "archive", n.cfg.Archive.URL, "http_addr", n.cfg.HTTPAddr)
+		"topic", n.cfg.Kafka.Topic, "group", n.cfg.Kafka.Group, "archive", n.cfg.Archive.URL, "http_addr", n.cfg.HTTP.Addr, "pprof", n.cfg.HTTP.PProf)
 	// The archive must outlive ctx: it drains what the sampler decided.
 	// It is cancelled only when the grace period runs out.
 	archCtx, archCancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -343,6 +377,9 @@ func (n *node) run(ctx context.Context) error {
 		stopSampler()
 	})
 	defer stopLeave()
+	if iv := n.cfg.Log.ProgressInterval; iv > 0 {
+		g.Go(func() error { n.logProgress(ctx, iv); return nil })
+	}
 	g.Go(func() error { return n.consumer.Run(ctx, drained, n.cfg.GracePeriod) })
 	g.Go(func() error { return n.sampler.Run(smpCtx) })
 	g.Go(func() error {
