@@ -58,16 +58,9 @@ type handler struct {
 }
 
 func newClusterNode(c ClusterConfig, id string, smp *sampler.Sampler, wm *router.Watermarks, reg prometheus.Registerer, log *slog.Logger) (*clusterNode, error) {
-	var key []byte
-	if c.SecretKeyFile != "" {
-		k, err := os.ReadFile(c.SecretKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("cluster.secret_key_file: %w", err)
-		}
-		key = bytes.TrimSpace(k)
-		if n := len(key); n != 16 && n != 24 && n != 32 {
-			return nil, fmt.Errorf("cluster.secret_key_file: the key must be 16, 24 or 32 bytes, got %d", n)
-		}
+	key, err := readClusterKey(c.SecretKeyFile)
+	if err != nil {
+		return nil, err
 	}
 	if c.ForwardAddr == "" {
 		return nil, errors.New("cluster.forward_addr: required with cluster.gossip_addr (host:port peers forward spans to)")
@@ -76,7 +69,6 @@ func newClusterNode(c ClusterConfig, id string, smp *sampler.Sampler, wm *router
 	rm := router.NewRouteMetrics(reg)
 	cn.rc = router.NewReceiver(smp, rm)
 	h := &handler{Receiver: cn.rc}
-	var err error
 	cn.tr, err = cluster.NewTransport(cluster.TransportConfig{
 		NodeID: id, ListenAddr: c.ForwardAddr, SecretKey: key, Logger: cn.log,
 		Metrics: cluster.NewTransportMetrics(reg),
@@ -96,6 +88,23 @@ func newClusterNode(c ClusterConfig, id string, smp *sampler.Sampler, wm *router
 	cn.cfg = cluster.Config{NodeID: id, GossipAddr: c.GossipAddr, ForwardAddr: c.ForwardAddr, Join: c.Join,
 		SecretKey: key, Logger: cn.log, OnMessage: cn.onMessage}
 	return cn, nil
+}
+
+// readClusterKey reads the shared cluster key; an empty file name means no
+// key.
+func readClusterKey(file string) ([]byte, error) {
+	if file == "" {
+		return nil, nil
+	}
+	k, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secret_key_file: %w", err)
+	}
+	key := bytes.TrimSpace(k)
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("cluster.secret_key_file: the key must be 16, 24 or 32 bytes, got %d", n)
+	}
+	return key, nil
 }
 
 // Add implements router.Dispatcher for the consumer.

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,7 +87,7 @@ type SASLConfig struct {
 	Mechanism    string `yaml:"mechanism" help:"PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty: no SASL"`
 	Username     string `yaml:"username" help:"SASL user name"`
 	Password     string `yaml:"password" secret:"true" help:"SASL password; prefer password_file or the environment variable"`
-	PasswordFile string `yaml:"password_file" help:"file holding the SASL password, read at start; wins over password"`
+	PasswordFile string `yaml:"password_file" help:"file holding the SASL password, read at every login; wins over password"`
 }
 
 // ClusterConfig makes the node one of a gossip cluster. Without a gossip
@@ -295,12 +296,21 @@ func decodeConfig(data []byte, cfg *Config) error {
 				walk(val, f, path+k.Value+".")
 				continue
 			}
-			if err := val.Decode(f.Addr().Interface()); err != nil {
-				msg := err.Error()
+			var err error
+			if val.Kind == yaml.ScalarNode && f.Kind() != reflect.Slice && f.Type() != reflect.TypeOf(yaml.Node{}) {
+				// Scalars parse as flags and variables do: sizes
+				// may carry units (4GiB) in the file too.
+				err = setValue(f, val.Value)
+			} else if err = val.Decode(f.Addr().Interface()); err != nil {
 				if te := (*yaml.TypeError)(nil); errors.As(err, &te) {
-					msg = strings.Join(te.Errors, "; ")
+					for i, e := range te.Errors {
+						te.Errors[i] = lineRE.ReplaceAllString(e, "")
+					}
+					err = errors.New(strings.Join(te.Errors, "; "))
 				}
-				errs = append(errs, fmt.Errorf("line %d: %s%s: %s", val.Line, path, k.Value, msg))
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("line %d: %s%s: %w", val.Line, path, k.Value, err))
 			}
 		}
 	}
@@ -335,6 +345,14 @@ func setKey(cfg *Config, key, value string) error {
 		}
 		v = f
 	}
+	return setValue(v, value)
+}
+
+// lineRE matches the line prefix of yaml.v3's type errors.
+var lineRE = regexp.MustCompile(`^line \d+: `)
+
+// setValue parses text into v, a leaf of Config.
+func setValue(v reflect.Value, value string) error {
 	switch v.Interface().(type) {
 	case string:
 		v.SetString(value)
@@ -365,7 +383,7 @@ func setKey(cfg *Config, key, value string) error {
 		}
 		v.SetBool(b)
 	default:
-		return fmt.Errorf("BUG: config key %q has unsupported type %s", key, v.Type())
+		return fmt.Errorf("BUG: config value of unsupported type %s", v.Type())
 	}
 	return nil
 }
@@ -382,7 +400,7 @@ func parseSize(s string) (int64, error) {
 			break
 		}
 	}
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	n, err := strconv.ParseInt(strings.ReplaceAll(strings.TrimSpace(s), "_", ""), 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("must be a whole number (optionally with KiB, MiB, GiB), got %q", s)
 	}

@@ -174,6 +174,9 @@ func validateConfig(cfg Config) (*parts, error) {
 	if cfg.GracePeriod <= 0 {
 		errs = append(errs, fmt.Errorf("grace_period: must be positive, got %v", cfg.GracePeriod))
 	}
+	if _, err := readClusterKey(cfg.Cluster.SecretKeyFile); err != nil {
+		errs = append(errs, err)
+	}
 	secOpts, err := kafkaSecurityOpts(cfg.Kafka)
 	errs = append(errs, err)
 	p.kafka = router.Config{
