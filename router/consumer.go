@@ -526,6 +526,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Records between this node's read position and the partition's log end, by assigned partition."},
 			[]string{"partition"}),
 	}
+	// Every kind starts at zero, so dashboards see a flat line, not "no
+	// data", until the first bad record.
+	for _, k := range []string{badProto, badJSON, badOversized, "other"} {
+		m.malformed.WithLabelValues(k)
+	}
+	for _, k := range []string{badTraceID, badSpanID} {
+		m.invalidSpans.WithLabelValues(k)
+	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.bytes, m.spans, m.malformed, m.invalidSpans, m.fetchErrors,
 			m.commits, m.commitErrors, m.throttled, m.skewedSpans, m.deadLettered, m.deadLetterErrors,

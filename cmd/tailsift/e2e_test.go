@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -38,6 +39,12 @@ func requireKcat(t *testing.T) string {
 // the returned stop function is called.
 func startTestNode(t *testing.T, brokers, topic, dir string, edit func(*Config)) (*node, func()) {
 	t.Helper()
+	return startTestNodeLog(t, brokers, topic, dir, edit, testLogWriter{t})
+}
+
+// startTestNodeLog is startTestNode with the node's log going to logOut.
+func startTestNodeLog(t *testing.T, brokers, topic, dir string, edit func(*Config), logOut io.Writer) (*node, func()) {
+	t.Helper()
 	cfg := defaultConfig()
 	cfg.NodeID = "test"
 	cfg.HTTP.Addr = "127.0.0.1:0"
@@ -52,7 +59,7 @@ func startTestNode(t *testing.T, brokers, topic, dir string, edit func(*Config))
 	if edit != nil {
 		edit(&cfg)
 	}
-	n, err := newNode(cfg, testLogWriter{t})
+	n, err := newNode(cfg, logOut)
 	if err != nil {
 		t.Fatal(err)
 	}
