@@ -53,16 +53,7 @@ func startClusterTest(t *testing.T, traces int) (*broker.Broker, *kadm.Client, *
 	if testing.Short() {
 		t.Skip("starts node processes")
 	}
-	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", Topic: "otlp_spans", Partitions: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	client, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic("otlp_spans"), kgo.ProducerBatchMaxBytes(16<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(client.Close)
+	b, client := startBroker(t, 8)
 	return b, kadm.NewClient(client), nil, client
 }
 

@@ -12,10 +12,8 @@ import (
 	"time"
 
 	"github.com/tailsift/tailsift/bench/gen"
-	"github.com/tailsift/tailsift/router/broker"
 	"github.com/tailsift/tailsift/sampler"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func freeAddr(t *testing.T) string {
@@ -89,16 +87,7 @@ func TestCrashRecovery(t *testing.T) {
 		t.Skip("starts node processes")
 	}
 	const topic = "otlp_spans"
-	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", Topic: topic, Partitions: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	client, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic(topic), kgo.ProducerBatchMaxBytes(16<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	b, client := startBroker(t, 8)
 	truth, err := gen.Produce(context.Background(), client, topic, gen.Config{Seed: 7, Traces: 20_000})
 	if err != nil {
 		t.Fatal(err)

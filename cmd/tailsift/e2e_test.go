@@ -86,6 +86,23 @@ func startTestNodeLog(t *testing.T, brokers, topic, dir string, edit func(*Confi
 	return n, stop
 }
 
+// startBroker starts an embedded broker with an otlp_spans topic of the
+// given partitions, and a producer client for it; both stop with the test.
+func startBroker(t *testing.T, partitions int32) (*broker.Broker, *kgo.Client) {
+	t.Helper()
+	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", Topic: "otlp_spans", Partitions: partitions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	client, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic("otlp_spans"), kgo.ProducerBatchMaxBytes(16<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	return b, client
+}
+
 type testLogWriter struct{ t *testing.T }
 
 func (w testLogWriter) Write(p []byte) (int, error) {
@@ -123,18 +140,8 @@ func openDuckDB(t *testing.T) *sql.DB {
 func TestEndToEnd(t *testing.T) {
 	kcat := requireKcat(t)
 	const topic = "otlp_spans"
-	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", Topic: topic, Partitions: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-
 	// Half the traces through franz-go...
-	client, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic(topic), kgo.ProducerBatchMaxBytes(16<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	b, client := startBroker(t, 8)
 	ctx := context.Background()
 	truth1, err := gen.Produce(ctx, client, topic, gen.Config{Seed: 1, Traces: 12_000})
 	if err != nil {

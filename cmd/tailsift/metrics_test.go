@@ -14,8 +14,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/tailsift/tailsift/bench/gen"
-	"github.com/tailsift/tailsift/router/broker"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // scrapeMetrics reads a node's /metrics over HTTP, as Prometheus does.
@@ -70,16 +68,7 @@ series:
 // the progress log line and that pprof is served only when enabled.
 func TestMetricsAgreeWithInputAndArchive(t *testing.T) {
 	const topic = "otlp_spans"
-	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", Topic: topic, Partitions: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	client, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.DefaultProduceTopic(topic), kgo.ProducerBatchMaxBytes(16<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	b, client := startBroker(t, 4)
 	ctx := context.Background()
 
 	dir := t.TempDir()
