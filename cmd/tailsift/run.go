@@ -239,8 +239,25 @@ func validateConfig(cfg Config) (*parts, error) {
 	return p, nil
 }
 
+// nodeOption adjusts how a node is built; for tests.
+type nodeOption func(*nodeOptions)
+
+type nodeOptions struct {
+	// registerer wraps the registry every metric is registered with.
+	registerer func(*prometheus.Registry) prometheus.Registerer
+}
+
+// withRegisterer registers the node's metrics through wrap(registry).
+func withRegisterer(wrap func(*prometheus.Registry) prometheus.Registerer) nodeOption {
+	return func(o *nodeOptions) { o.registerer = wrap }
+}
+
 // newNode validates cfg and builds every component, without starting any.
-func newNode(cfg Config, logOut io.Writer) (*node, error) {
+func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
+	var o nodeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	p, err := validateConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -250,14 +267,18 @@ func newNode(cfg Config, logOut io.Writer) (*node, error) {
 	p.archive.Logger = logger.With("component", "archive")
 
 	n := &node{cfg: cfg, log: logger, reg: prometheus.NewRegistry(), kept: make(chan *sampler.Kept, 256)}
-	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n.m = newNodeMetrics(n.reg)
-	n.sampler = sampler.New(p.sampler, p.policy, n.kept, sampler.NewMetrics(n.reg), nil)
+	var reg prometheus.Registerer = n.reg
+	if o.registerer != nil {
+		reg = o.registerer(n.reg)
+	}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.m = newNodeMetrics(reg)
+	n.sampler = sampler.New(p.sampler, p.policy, n.kept, sampler.NewMetrics(reg), nil)
 	n.applyShare(p.policy)
-	n.reg.MustRegister(sampler.NewBudgetCollector(n.sampler.Policy))
+	reg.MustRegister(sampler.NewBudgetCollector(n.sampler.Policy))
 	var dispatch router.Dispatcher = n.sampler
 	if cfg.Cluster.GossipAddr != "" {
-		if n.cluster, err = newClusterNode(cfg.Cluster, cfg.NodeID, n.sampler, p.kafka.Watermarks, n.reg, logger); err != nil {
+		if n.cluster, err = newClusterNode(cfg.Cluster, cfg.NodeID, n.sampler, p.kafka.Watermarks, reg, logger); err != nil {
 			return nil, err
 		}
 		// An owner acknowledges forwarded spans once they are decided and
@@ -274,10 +295,10 @@ func newNode(cfg Config, logOut io.Writer) (*node, error) {
 		dispatch = n.cluster
 	}
 	p.kafka.Full = n.sampler.Full
-	if n.consumer, err = router.NewConsumer(p.kafka, dispatch, router.NewMetrics(n.reg)); err != nil {
+	if n.consumer, err = router.NewConsumer(p.kafka, dispatch, router.NewMetrics(reg)); err != nil {
 		return nil, err
 	}
-	n.archive, err = archive.New(context.Background(), p.archive, archive.NewMetrics(n.reg))
+	n.archive, err = archive.New(context.Background(), p.archive, archive.NewMetrics(reg))
 	if err != nil {
 		return nil, fmt.Errorf("archive.url %s: %w", cfg.Archive.URL, err)
 	}
