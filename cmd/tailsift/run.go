@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tailsift/tailsift/archive"
 	"github.com/tailsift/tailsift/cluster"
+	"github.com/tailsift/tailsift/internal/logthrottle"
 	"github.com/tailsift/tailsift/router"
 	"github.com/tailsift/tailsift/sampler"
 	"golang.org/x/sync/errgroup"
@@ -440,11 +441,14 @@ func newLogger(c LogConfig, w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log.level: %q is not allowed (allowed: debug, info, warn, error)", c.Level)
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	// Warnings and errors repeated by retry loops (a peer or a broker
+	// down) are written at most ten times a minute per message.
+	const floodPeriod, floodBurst = time.Minute, 10
 	switch c.Format {
 	case "text", "":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(logthrottle.New(slog.NewTextHandler(w, opts), floodPeriod, floodBurst)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(logthrottle.New(slog.NewJSONHandler(w, opts), floodPeriod, floodBurst)), nil
 	}
 	return nil, fmt.Errorf("log.format: %q is not allowed (allowed: text, json)", c.Format)
 }
