@@ -216,15 +216,54 @@ var flagAliases = map[string]string{
 // registerConfigFlags adds a flag for every settable key, and the aliases.
 // The flags hold text; loadConfig parses the ones set.
 func registerConfigFlags(fs *flag.FlagSet) {
+	isBool := map[string]bool{}
 	for _, k := range configKeys() {
+		isBool[k.key] = k.typ.Kind() == reflect.Bool
 		if !k.secret {
-			fs.String(k.flag(), "", k.help+" ["+k.key+", "+k.env()+"]")
+			fs.Var(&textFlag{isBool: isBool[k.key]}, k.flag(), k.help+" ["+k.key+", "+k.env()+"]")
 		}
 	}
 	for _, alias := range slices.Sorted(maps.Keys(flagAliases)) {
-		fs.String(alias, "", "same as --"+configKey{key: flagAliases[alias]}.flag())
+		key := flagAliases[alias]
+		fs.Var(&textFlag{isBool: isBool[key]}, alias, "same as --"+configKey{key: key}.flag())
 	}
 }
+
+// joinBoolValues lets boolean flags be followed by their value as a
+// separate argument (--s3-path-style true), as every flag of run once was:
+// the flag package would take "true" for a positional argument.
+func joinBoolValues(fs *flag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		name := strings.TrimLeft(a, "-")
+		if f := fs.Lookup(name); f != nil && name != a && !strings.Contains(a, "=") && i+1 < len(args) {
+			if tf, ok := f.Value.(*textFlag); ok && tf.isBool {
+				if _, err := strconv.ParseBool(args[i+1]); err == nil {
+					out = append(out, a+"="+args[i+1])
+					i++
+					continue
+				}
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// textFlag holds a flag's text for loadConfig to parse. Flags of boolean
+// keys may be given bare (--pprof) as well as with a value (--pprof=false).
+type textFlag struct {
+	s      string
+	isBool bool
+}
+
+func (f *textFlag) String() string     { return f.s }
+func (f *textFlag) Set(s string) error { f.s = s; return nil }
+func (f *textFlag) IsBoolFlag() bool   { return f.isBool }
 
 // loadConfig builds the configuration from defaults, the file (if any), the
 // environment and the flags set in fs (registered by registerConfigFlags).

@@ -187,6 +187,16 @@ func TestEveryKeyByFlagAndEnv(t *testing.T) {
 				}
 				cfg, err = loadConfig(fs, "", func(string) string { return "" })
 				check("--"+k.flag(), cfg, err)
+				if k.typ.Kind() == reflect.Bool && text == "true" {
+					// A bare boolean flag means true.
+					fs := newFlagSet("test", &bytes.Buffer{})
+					registerConfigFlags(fs)
+					if err := fs.Parse([]string{"--" + k.flag()}); err != nil {
+						t.Fatal(err)
+					}
+					cfg, err = loadConfig(fs, "", func(string) string { return "" })
+					check("bare --"+k.flag(), cfg, err)
+				}
 			}
 			if bad != "" {
 				_, err := loadConfig(newFlagSet("test", &bytes.Buffer{}), "", func(name string) string {
@@ -266,5 +276,31 @@ func TestConfigCheckREADME(t *testing.T) {
 				t.Errorf("error spans %d lines, want one: %q", n+1, stderr.String())
 			}
 		})
+	}
+}
+
+// TestBoolFlagForms accepts a boolean flag bare, with =value, and with its
+// value as the next argument.
+func TestBoolFlagForms(t *testing.T) {
+	for _, args := range [][]string{
+		{"--s3-path-style"}, {"--s3-path-style=true"}, {"--s3-path-style", "true"}, {"--archive-s3-path-style", "1", "--topic", "t"},
+	} {
+		fs := newFlagSet("test", &bytes.Buffer{})
+		registerConfigFlags(fs)
+		if err := parseFlags(fs, joinBoolValues(fs, args)); err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+		cfg, err := loadConfig(fs, "", func(string) string { return "" })
+		if err != nil || !cfg.Archive.S3.PathStyle {
+			t.Fatalf("%q: path_style %v, err %v", args, cfg.Archive.S3.PathStyle, err)
+		}
+	}
+	fs := newFlagSet("test", &bytes.Buffer{})
+	registerConfigFlags(fs)
+	if err := parseFlags(fs, joinBoolValues(fs, []string{"--pprof", "false"})); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, _ := loadConfig(fs, "", func(string) string { return "" }); cfg.HTTP.PProf {
+		t.Fatal("--pprof false turned pprof on")
 	}
 }

@@ -34,7 +34,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := newFlagSet("run", stderr)
 	configFile := fs.String("config", "", "YAML configuration file (flags and TAILSIFT_* variables override it)")
 	registerConfigFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, joinBoolValues(fs, args)); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(fs, *configFile, os.Getenv)
