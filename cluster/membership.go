@@ -96,6 +96,9 @@ type Membership struct {
 	stop     chan struct{}
 	done     chan struct{}
 	shutOnce sync.Once
+
+	life sync.Mutex // orders Leave and Shutdown, which may race on a signal
+	shut bool
 }
 
 // Join starts gossip as cfg.NodeID and joins the members at cfg.Join.
@@ -238,7 +241,13 @@ func (m *Membership) GossipAddr() string {
 // Leave tells the other members this node is leaving, waiting up to timeout
 // for the message to spread, so they drop it from their rings at once
 // instead of after failure detection. Call Shutdown after.
+// After Shutdown it returns an error instead of leaving.
 func (m *Membership) Leave(timeout time.Duration) error {
+	m.life.Lock()
+	defer m.life.Unlock()
+	if m.shut {
+		return errors.New("cluster: leave: gossip already shut down")
+	}
 	if err := m.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("cluster: leave: %w", err)
 	}
@@ -250,6 +259,9 @@ func (m *Membership) Leave(timeout time.Duration) error {
 func (m *Membership) Shutdown() error {
 	var err error
 	m.shutOnce.Do(func() {
+		m.life.Lock()
+		m.shut = true
+		m.life.Unlock()
 		err = m.ml.Shutdown()
 		close(m.stop)
 		<-m.done

@@ -174,3 +174,18 @@ func TestMembershipBroadcast(t *testing.T) {
 		t.Fatalf("messages: %v", got)
 	}
 }
+
+// TestMembershipLeaveAfterShutdown: a shutdown racing a graceful leave (both
+// follow a signal) gives the leave an error, not memberlist's panic.
+func TestMembershipLeaveAfterShutdown(t *testing.T) {
+	m, err := Join(Config{NodeID: "n0", GossipAddr: "127.0.0.1:0", ForwardAddr: "127.0.0.1:1", tune: fastGossip}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Leave(time.Second); err == nil || !strings.Contains(err.Error(), "shut down") {
+		t.Fatalf("Leave after Shutdown: %v", err)
+	}
+}
