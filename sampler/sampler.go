@@ -112,7 +112,19 @@ type Sampler struct {
 	pool   sync.Pool
 
 	bufferedBytes atomic.Int64
+
+	// owner says which traces this node owns; nil means all of them.
+	owner atomic.Pointer[ownerBox]
+
+	// aside holds spans of traces this node does not own, set aside by the
+	// shards for the caller to route to the owner (TakeAside). Shards
+	// append under asideMu; asideOldest is their earliest record time.
+	asideMu     sync.Mutex
+	aside       []Item
+	asideOldest int64
 }
+
+type ownerBox struct{ mine func(*TraceID) bool }
 
 type policyBox struct{ p Policy }
 
@@ -139,6 +151,62 @@ func New(cfg Config, p Policy, out chan<- *Kept, m *Metrics, clock Clock) *Sampl
 func (s *Sampler) SetPolicy(p Policy) { s.pol.Store(&policyBox{p}) }
 
 func (s *Sampler) policy() Policy { return s.pol.Load().p }
+
+// SetOwner installs the test of which traces this node owns (nil: all).
+// Call it when the cluster's ring changes, before anything else reacts to
+// the change: from then on the shards never decide a trace the test
+// rejects, nor buffer new spans of one. They set its spans aside for
+// TakeAside, so a trace is decided in one place only, by its owner, even
+// while the old owner has not yet handed it over. A trace decided here
+// before the change keeps its decision for late spans that still arrive.
+func (s *Sampler) SetOwner(mine func(*TraceID) bool) {
+	if mine == nil {
+		s.owner.Store(nil)
+		return
+	}
+	s.owner.Store(&ownerBox{mine})
+}
+
+// owns reports whether this node owns id. It runs once per span.
+func (s *Sampler) owns(id *TraceID) bool {
+	b := s.owner.Load()
+	return b == nil || b.mine(id)
+}
+
+// putAside queues spans of a trace this node does not own.
+func (s *Sampler) putAside(id TraceID, spans []Span) {
+	s.asideMu.Lock()
+	defer s.asideMu.Unlock()
+	for i := range spans {
+		s.aside = append(s.aside, Item{TraceID: id, Span: spans[i]})
+		if src := spans[i].Src; src != nil && src.TS > 0 && (s.asideOldest == 0 || src.TS < s.asideOldest) {
+			s.asideOldest = src.TS
+		}
+	}
+}
+
+// TakeAside returns, and forgets, the spans set aside because this node
+// does not own their traces. They are unsettled: the caller routes them to
+// their owners. A cluster node calls it after each ring change (Handoff
+// does) and periodically, for spans that reach it from a peer whose ring
+// is behind.
+func (s *Sampler) TakeAside() []Item {
+	s.asideMu.Lock()
+	defer s.asideMu.Unlock()
+	out := s.aside
+	s.aside, s.asideOldest = nil, 0
+	s.m.handedOff.Add(float64(len(out)))
+	return out
+}
+
+// OldestAside is the earliest record time (Pending.TS) of the spans set
+// aside and not yet taken, or 0. Until they reach their owner, the
+// watermark must not pass them.
+func (s *Sampler) OldestAside() int64 {
+	s.asideMu.Lock()
+	defer s.asideMu.Unlock()
+	return s.asideOldest
+}
 
 // Policy returns the policy in force.
 func (s *Sampler) Policy() Policy { return s.policy() }
@@ -226,20 +294,16 @@ func (s *Sampler) Expire(ctx context.Context) error {
 	})
 }
 
-// Handoff removes every buffered trace for which mine returns false and
-// returns its spans, still unsettled, for the caller to send to the trace's
-// new owner. Used when the ring changes, and for all traces when this node
-// leaves. Decisions already made stay in this node's cache.
-func (s *Sampler) Handoff(ctx context.Context, mine func(*TraceID) bool) ([]Item, error) {
-	var mu sync.Mutex
-	var out []Item
-	err := s.onShards(ctx, func(sh *shard, _ time.Time) {
-		its := sh.handoff(mine)
-		mu.Lock()
-		out = append(out, its...)
-		mu.Unlock()
-	})
-	return out, err
+// Handoff removes every buffered trace this node no longer owns (see
+// SetOwner) and returns its spans, with those already set aside, still
+// unsettled, for the caller to send to the trace's new owner. Used when the
+// ring changes, and for all traces when this node leaves. Decisions already
+// made stay in this node's cache.
+func (s *Sampler) Handoff(ctx context.Context) ([]Item, error) {
+	if err := s.onShards(ctx, func(sh *shard, _ time.Time) { sh.handoff() }); err != nil {
+		return nil, err
+	}
+	return s.TakeAside(), nil
 }
 
 // onShards runs fn on every shard goroutine, after the shard has taken
@@ -403,7 +467,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from a trace's first span to its decision.",
 			Buckets: []float64{0.1, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120}}),
 		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tailsift_sampler_handed_off_spans_total", Help: "Buffered spans handed to another node after a ring change."}),
+			Name: "tailsift_sampler_handed_off_spans_total", Help: "Spans handed to another node because it owns their trace (after a ring change, or sent here by a peer whose ring was behind)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.spansBuffered, m.bytesBuffered, m.tracesBuffered, m.completed, m.decided,

@@ -162,6 +162,17 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 			sh.addLate(ctx, it, d)
 			return
 		}
+	}
+	if !sh.s.owns(&it.TraceID) {
+		// Another node owns the trace now: what is buffered of it, and
+		// this span, go there instead of being decided here on a piece.
+		if b != nil {
+			sh.setAside(b)
+		}
+		sh.s.putAside(it.TraceID, []Span{it.Span})
+		return
+	}
+	if b == nil {
 		b = &buffered{}
 		b.Spans = sh.newSpans()
 		b.reset(it.TraceID, now)
@@ -289,24 +300,24 @@ func (sh *shard) compactAge() {
 	}
 }
 
-// handoff removes the traces mine rejects and returns their spans.
-func (sh *shard) handoff(mine func(*TraceID) bool) []Item {
-	var out []Item
+// handoff sets aside every buffered trace this node no longer owns.
+func (sh *shard) handoff() {
 	for id, b := range sh.traces {
-		if mine(&id) {
-			continue
+		if !sh.s.owns(&id) {
+			sh.setAside(b)
 		}
-		b.decided = true
-		delete(sh.traces, id)
-		sh.release(b)
-		for _, sp := range b.Spans {
-			out = append(out, Item{TraceID: id, Span: sp})
-		}
-		sh.recycleSpans(b.Spans)
-		b.Spans = nil
 	}
-	sh.s.m.handedOff.Add(float64(len(out)))
-	return out
+}
+
+// setAside removes b from the buffer, undecided, and queues its spans for
+// the trace's owner.
+func (sh *shard) setAside(b *buffered) {
+	b.decided = true // skipped by byAge and the quiet heap from now on
+	delete(sh.traces, b.ID)
+	sh.release(b)
+	sh.s.putAside(b.ID, b.Spans)
+	sh.recycleSpans(b.Spans)
+	b.Spans = nil
 }
 
 // release removes b's bytes and spans from the buffer accounting.
@@ -317,8 +328,16 @@ func (sh *shard) release(b *buffered) {
 	sh.dBytes -= int64(b.Bytes)
 }
 
-// decide runs the policy on b and sends it on or settles it.
+// decide runs the policy on b and sends it on or settles it. A trace this
+// node no longer owns is not decided, whatever the cause (quiet, max wait,
+// span limit, memory, shutdown): deciding it here on the piece it holds
+// while its owner decides the rest splits it. It is set aside for the
+// owner instead; that also frees its memory.
 func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause string) {
+	if !sh.s.owns(&b.ID) {
+		sh.setAside(b)
+		return
+	}
 	b.decided = true
 	delete(sh.traces, b.ID)
 	sh.release(b)

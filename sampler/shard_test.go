@@ -307,7 +307,8 @@ func TestSamplerHandoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	odd := func(id *TraceID) bool { return id[15]%2 == 0 }
-	got, err := s.Handoff(ctx, odd)
+	s.SetOwner(odd)
+	got, err := s.Handoff(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

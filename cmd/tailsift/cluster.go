@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +49,13 @@ type clusterNode struct {
 	last    map[string]string
 	onRing  func(r *cluster.Ring) // after each membership change
 	leaving bool
+
+	// hold is the watermark, in unix nanoseconds, when the ring last
+	// changed, kept until this node has handed the traces it no longer owns
+	// to their owners (0: none pending). The new owners measure quiet
+	// periods by the watermark; held there, they do not decide the pieces
+	// they received since the change before the rest of the trace arrives.
+	hold atomic.Int64
 }
 
 // handler is what the transport delivers to: batches to the receiver, acks
@@ -84,7 +92,7 @@ func newClusterNode(c ClusterConfig, id string, smp *sampler.Sampler, wm *router
 	}
 	cn.route = router.NewRoute(smp, cn.tr, rm, cn.log)
 	h.Route = cn.route
-	wm.SetFloor(cn.route.OldestOrphan)
+	wm.SetFloor(cn.floor)
 	cn.cfg = cluster.Config{NodeID: id, GossipAddr: c.GossipAddr, ForwardAddr: c.ForwardAddr, Join: c.Join,
 		SecretKey: key, Logger: cn.log, OnMessage: cn.onMessage}
 	return cn, nil
@@ -105,6 +113,20 @@ func readClusterKey(file string) ([]byte, error) {
 		return nil, fmt.Errorf("cluster.secret_key_file: the key must be 16, 24 or 32 bytes, got %d", n)
 	}
 	return key, nil
+}
+
+// floor is the earliest record time of spans this node read or received
+// but has not yet handed to their owners: routed again after a failed send,
+// set aside by the sampler for another owner, or waiting for a hand-off.
+// The watermark stops before it (router.Watermarks.SetFloor).
+func (cn *clusterNode) floor() int64 {
+	var low int64
+	for _, v := range []int64{cn.route.OldestOrphan(), cn.smp.OldestAside(), cn.hold.Load()} {
+		if v > 0 && (low == 0 || v < low) {
+			low = v
+		}
+	}
+	return low
 }
 
 // Add implements router.Dispatcher for the consumer.
@@ -138,6 +160,13 @@ func (cn *clusterNode) onChange(members map[string]string) {
 	}
 	ids := slices.Sorted(maps.Keys(members))
 	ring := cluster.NewRing(cn.id, ids)
+	// The sampler learns first, so from now on it decides only what the
+	// new ring gives this node, and routing follows.
+	if at := cn.wm.Now().UnixNano(); at > 0 {
+		cn.hold.Store(at)
+	}
+	defer cn.hold.Store(0)
+	cn.smp.SetOwner(func(id *sampler.TraceID) bool { _, local := ring.Owner(id); return local })
 	cn.route.SetRing(ring)
 	for n := range cn.last {
 		if _, ok := members[n]; !ok {
@@ -150,12 +179,13 @@ func (cn *clusterNode) onChange(members map[string]string) {
 		cn.onRing(ring)
 	}
 	cn.log.Info("cluster changed", "members", ids)
-	cn.handoff(func(id *sampler.TraceID) bool { _, local := ring.Owner(id); return local })
+	cn.handoff()
 }
 
-// handoff moves buffered traces that mine rejects to their owners.
-func (cn *clusterNode) handoff(mine func(*sampler.TraceID) bool) {
-	items, err := cn.smp.Handoff(cn.ctx, mine)
+// handoff moves the buffered traces this node no longer owns to their
+// owners.
+func (cn *clusterNode) handoff() {
+	items, err := cn.smp.Handoff(cn.ctx)
 	if err != nil || len(items) == 0 {
 		return
 	}
@@ -182,10 +212,7 @@ func (cn *clusterNode) run(ctx context.Context, g *errgroup.Group) {
 				return nil
 			case <-t.C:
 			}
-			cn.mu.Lock()
-			err := cn.route.Resend(ctx)
-			cn.mu.Unlock()
-			if err != nil && ctx.Err() == nil {
+			if err := cn.reroute(ctx); err != nil && ctx.Err() == nil {
 				cn.log.Warn("re-routing failed", "err", err)
 			}
 			if cn.ms != nil {
@@ -193,6 +220,21 @@ func (cn *clusterNode) run(ctx context.Context, g *errgroup.Group) {
 			}
 		}
 	})
+}
+
+// reroute sends on what reached this node but belongs elsewhere: spans the
+// sampler set aside for traces another node owns (from a peer whose ring
+// was behind, or read just before a ring change), and forwarded batches
+// that failed or whose owner left.
+func (cn *clusterNode) reroute(ctx context.Context) error {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if items := cn.smp.TakeAside(); len(items) > 0 {
+		if err := cn.route.Add(ctx, items); err != nil {
+			return err
+		}
+	}
+	return cn.route.Resend(ctx)
 }
 
 // leave takes this node out of the cluster for a graceful shutdown: peers
@@ -217,12 +259,12 @@ func (cn *clusterNode) leave(ctx context.Context) {
 	if len(others) == 0 {
 		return // the last node: decide here, as a single node does
 	}
-	cn.route.SetRing(cluster.NewRing(cn.id, others)) // a node not in the ring owns nothing
-	cn.handoff(func(*sampler.TraceID) bool { return false })
+	// A node not in the ring owns nothing.
+	cn.smp.SetOwner(func(*sampler.TraceID) bool { return false })
+	cn.route.SetRing(cluster.NewRing(cn.id, others))
+	cn.handoff()
 	for cn.route.InFlight() > 0 && ctx.Err() == nil {
-		cn.mu.Lock()
-		cn.route.Resend(ctx)
-		cn.mu.Unlock()
+		cn.reroute(ctx)
 		select {
 		case <-ctx.Done():
 		case <-time.After(100 * time.Millisecond):
