@@ -199,6 +199,13 @@ func (s *Sampler) TakeAside() []Item {
 	return out
 }
 
+// AsideSpans is the number of spans set aside and not yet taken.
+func (s *Sampler) AsideSpans() int {
+	s.asideMu.Lock()
+	defer s.asideMu.Unlock()
+	return len(s.aside)
+}
+
 // OldestAside is the earliest record time (Pending.TS) of the spans set
 // aside and not yet taken, or 0. Until they reach their owner, the
 // watermark must not pass them.

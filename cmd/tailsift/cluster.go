@@ -247,24 +247,35 @@ func (cn *clusterNode) leave(ctx context.Context) {
 	cn.mu.Lock()
 	cn.leaving = true
 	cn.mu.Unlock()
-	if err := cn.ms.Leave(2 * time.Second); err != nil {
-		cn.log.Warn("leaving gossip", "err", err)
-	}
 	var others []string
 	for n := range cn.ms.Members() {
 		if n != cn.id {
 			others = append(others, n)
 		}
 	}
+	// The peers stop routing here as soon as they hear of the leave; from
+	// that moment the traces buffered here belong to them, so this node
+	// decides nothing more: what comes due is set aside for them.
+	if len(others) > 0 {
+		cn.smp.SetOwner(func(*sampler.TraceID) bool { return false })
+	}
+	if err := cn.ms.Leave(2 * time.Second); err != nil {
+		cn.log.Warn("leaving gossip", "err", err)
+	}
 	if len(others) == 0 {
 		return // the last node: decide here, as a single node does
 	}
-	// A node not in the ring owns nothing.
-	cn.smp.SetOwner(func(*sampler.TraceID) bool { return false })
-	cn.route.SetRing(cluster.NewRing(cn.id, others))
+	cn.route.SetRing(cluster.NewRing(cn.id, others)) // a node not in the ring owns nothing
 	cn.handoff()
-	for cn.route.InFlight() > 0 && ctx.Err() == nil {
+	// Until every span set aside has reached an owner and every forwarded
+	// batch is acknowledged: a span left unsettled here holds back the
+	// commit of its whole record, whose other traces are then read again
+	// and decided a second time by their owners.
+	for ctx.Err() == nil {
 		cn.reroute(ctx)
+		if cn.route.InFlight() == 0 && cn.smp.AsideSpans() == 0 {
+			break
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(100 * time.Millisecond):
