@@ -24,9 +24,11 @@ type Config struct {
 	// only if it keeps its name). Required.
 	NodeID string
 	// GossipAddr is the host:port memberlist binds to and advertises
-	// (TCP and UDP). The host must be an IP address; 0.0.0.0 binds every
-	// interface and advertises the first private address. Port 0 picks a
-	// free port (see (*Membership).GossipAddr). Required.
+	// (TCP and UDP). memberlist advertises an IP address, so a host name
+	// (a container's or a pod's own name) is resolved once at start and
+	// its first address, IPv4 preferred, is bound and advertised. 0.0.0.0
+	// binds every interface and advertises the first private address.
+	// Port 0 picks a free port (see (*Membership).GossipAddr). Required.
 	GossipAddr string
 	// ForwardAddr is the host:port of this node's Transport, advertised to
 	// the others in the node's gossip metadata. Required.
@@ -59,8 +61,8 @@ func (c *Config) validate() error {
 	}
 	if host, port, err := net.SplitHostPort(c.GossipAddr); err != nil {
 		errs = append(errs, fmt.Sprintf("cluster.gossip_addr: want host:port, got %q", c.GossipAddr))
-	} else if net.ParseIP(host) == nil {
-		errs = append(errs, fmt.Sprintf("cluster.gossip_addr: host must be an IP address (0.0.0.0 for all interfaces), got %q", host))
+	} else if host == "" {
+		errs = append(errs, fmt.Sprintf("cluster.gossip_addr: host required (an IP address, this node's host name, or 0.0.0.0 for all interfaces), got %q", c.GossipAddr))
 	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		errs = append(errs, fmt.Sprintf("cluster.gossip_addr: bad port %q", port))
 	}
@@ -131,6 +133,10 @@ func Join(cfg Config, onChange func(members map[string]string)) (*Membership, er
 
 	host, portStr, _ := net.SplitHostPort(cfg.GossipAddr)
 	port, _ := strconv.Atoi(portStr)
+	host, err := resolveHost(host)
+	if err != nil {
+		return nil, err
+	}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.NodeID
 	mc.BindAddr, mc.BindPort = host, port
@@ -175,6 +181,27 @@ func Join(cfg Config, onChange func(members map[string]string)) (*Membership, er
 		}
 	}
 	return m, nil
+}
+
+// resolveHost returns host if it is an IP address, else the first address
+// it resolves to, IPv4 first: memberlist binds and advertises IPs, and a
+// peer must reach this node at the address it advertises.
+func resolveHost(host string) (string, error) {
+	if net.ParseIP(host) != nil {
+		return host, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return "", fmt.Errorf("cluster.gossip_addr: resolve %q: %v (use an IP address, or 0.0.0.0 to bind all interfaces)", host, err)
+	}
+	for _, ip := range ips {
+		if ip.Unmap().Is4() {
+			return ip.Unmap().String(), nil
+		}
+	}
+	return ips[0].String(), nil
 }
 
 // notify is the notifier goroutine: it owns the last reported map.

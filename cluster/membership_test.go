@@ -114,8 +114,8 @@ func TestMembershipJoinFailsWithoutSeeds(t *testing.T) {
 }
 
 func TestMembershipConfigErrors(t *testing.T) {
-	_, err := Join(Config{NodeID: "", GossipAddr: "localhost:7946", ForwardAddr: "x", SecretKey: []byte("short")}, nil)
-	for _, want := range []string{"node_id", "gossip_addr: host must be an IP", "forward_addr", "secret_key"} {
+	_, err := Join(Config{NodeID: "", GossipAddr: ":7946", ForwardAddr: "x", SecretKey: []byte("short")}, nil)
+	for _, want := range []string{"node_id", "gossip_addr: host required", "forward_addr", "secret_key"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not mention %q", err, want)
 		}
@@ -187,5 +187,35 @@ func TestMembershipLeaveAfterShutdown(t *testing.T) {
 	}
 	if err := m.Leave(time.Second); err == nil || !strings.Contains(err.Error(), "shut down") {
 		t.Fatalf("Leave after Shutdown: %v", err)
+	}
+}
+
+// TestMembershipResolvesHostName checks that a node can gossip on its host
+// name, as containers and pods know themselves: the name is bound and
+// advertised as its IP address, and a peer joins through the name.
+func TestMembershipResolvesHostName(t *testing.T) {
+	w0, w1 := &watcher{}, &watcher{}
+	m0, err := Join(Config{NodeID: "a", GossipAddr: "localhost:0", ForwardAddr: "a:7947", tune: fastGossip}, w0.onChange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m0.Shutdown() })
+	host, port, _ := strings.Cut(m0.GossipAddr(), ":")
+	if host != "127.0.0.1" {
+		t.Fatalf("gossip address %s, want 127.0.0.1:port", m0.GossipAddr())
+	}
+	m1, err := Join(Config{NodeID: "b", GossipAddr: "localhost:0", ForwardAddr: "b:7947", Join: []string{"localhost:" + port}, tune: fastGossip}, w1.onChange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m1.Shutdown() })
+	want := map[string]string{"a": "a:7947", "b": "b:7947"}
+	eventually(t, 10*time.Second, "both nodes see both", func() bool {
+		return maps.Equal(w0.get(), want) && maps.Equal(w1.get(), want)
+	})
+
+	_, err = Join(Config{NodeID: "c", GossipAddr: "no-such-host.invalid:0", ForwardAddr: "c:7947"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "cluster.gossip_addr") {
+		t.Fatalf("unresolvable gossip host: err = %v, want one naming cluster.gossip_addr", err)
 	}
 }

@@ -26,7 +26,7 @@ const (
 	// 1/sqrt(ReplicationFactor), so more points lift the least-loaded
 	// nodes and cut the partitions a change moves. The price is build
 	// time: consistent re-sorts every point as it adds each member, about
-	// 0.1-0.2 s for 100 members on one core, once per membership change.
+	// 0.1-0.25 s for 100 members on one core, once per membership change.
 	ReplicationFactor = 160
 	// Load caps any member at 1.1× the average partition count
 	// (consistent hashing with bounded loads), so the busiest node needs

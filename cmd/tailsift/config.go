@@ -93,7 +93,7 @@ type SASLConfig struct {
 // ClusterConfig makes the node one of a gossip cluster. Without a gossip
 // address the node runs alone.
 type ClusterConfig struct {
-	GossipAddr    string   `yaml:"gossip_addr" help:"IP:port for gossip (TCP and UDP); empty: run alone"`
+	GossipAddr    string   `yaml:"gossip_addr" help:"host:port for gossip (TCP and UDP): an IP, this node's resolvable name or 0.0.0.0; empty: run alone"`
 	ForwardAddr   string   `yaml:"forward_addr" help:"host:port peers forward spans to; required with gossip_addr"`
 	Join          []string `yaml:"join" help:"gossip addresses of running members, comma-separated"`
 	SecretKeyFile string   `yaml:"secret_key_file" help:"file with a 16, 24 or 32-byte key shared by all nodes: encrypts gossip, authenticates peers"`
