@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"gopkg.in/yaml.v3"
 	"io"
@@ -31,13 +32,7 @@ import (
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", stderr)
-	configFile := fs.String("config", "", "YAML configuration file (flags and TAILSIFT_* variables override it)")
-	registerConfigFlags(fs)
-	if err := parseFlags(fs, joinBoolValues(fs, args)); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(fs, *configFile, os.Getenv)
+	fs, configFile, cfg, err := parseRunArgs(args, os.Getenv, stderr)
 	if err != nil {
 		return err
 	}
@@ -50,6 +45,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer stop()
 	}
 	return n.run(ctx)
+}
+
+// parseRunArgs parses run's command line and builds the configuration from
+// it, the file it names and env.
+func parseRunArgs(args []string, env func(string) string, stderr io.Writer) (fs *flag.FlagSet, configFile *string, cfg Config, err error) {
+	fs = newFlagSet("run", stderr)
+	configFile = fs.String("config", "", "YAML configuration file (flags and TAILSIFT_* variables override it)")
+	registerConfigFlags(fs)
+	if err := parseFlags(fs, joinBoolValues(fs, args)); err != nil {
+		return nil, nil, cfg, err
+	}
+	cfg, err = loadConfig(fs, *configFile, env)
+	return fs, configFile, cfg, err
 }
 
 // watchPolicy reloads the sampling policy from the configuration file on
