@@ -135,6 +135,7 @@ type Consumer struct {
 	polled  map[int32]readPos // per partition, the last record of this poll
 	m       *Metrics
 	log     *throttledLog
+	gauged  map[int32]bool // partitions with per-partition gauges; owned by updateGauges
 
 	records  atomic.Int64 // records polled, for progress reports
 	assigned atomic.Int32 // partitions assigned now
@@ -439,12 +440,28 @@ func (c *Consumer) commit(ctx context.Context) {
 	c.track.committed(offsets)
 }
 
+// updateGauges publishes the unsettled records of the partitions this node
+// reads, and removes the series of partitions it no longer reads: a
+// revoked partition's last count would otherwise stay on /metrics forever,
+// and look like records stuck on this node.
 func (c *Consumer) updateGauges() {
 	per, _ := c.track.unsettled(time.Now().UnixNano())
+	if c.gauged == nil {
+		c.gauged = map[int32]bool{}
+	}
+	for part := range c.gauged {
+		if _, ok := per[part]; !ok {
+			p := strconv.Itoa(int(part))
+			c.m.unsettledRecords.DeleteLabelValues(p)
+			c.m.unsettledAge.DeleteLabelValues(p)
+			delete(c.gauged, part)
+		}
+	}
 	for part, u := range per {
 		p := strconv.Itoa(int(part))
 		c.m.unsettledRecords.WithLabelValues(p).Set(float64(u.records))
 		c.m.unsettledAge.WithLabelValues(p).Set(u.oldest.Seconds())
+		c.gauged[part] = true
 	}
 	// Partitions revoked since the last update leave the series.
 	c.m.lag.Reset()

@@ -2,6 +2,9 @@ package router
 
 import (
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestTrackerCommitsOnlySettledPrefix(t *testing.T) {
@@ -54,5 +57,27 @@ func TestTrackerEmptyRecordSettlesAtOnce(t *testing.T) {
 	c := tr.commitable()
 	if c["t"][3].Offset != 101 {
 		t.Fatalf("commit %v, want offset 101", c)
+	}
+}
+
+// TestUnsettledGaugesForgetRevokedPartitions checks that a partition this
+// node no longer reads leaves /metrics, instead of showing its last count
+// of unsettled records for ever.
+func TestUnsettledGaugesForgetRevokedPartitions(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := &Consumer{track: newTracker("t"), wm: NewWatermarks(), m: NewMetrics(reg)}
+	c.track.track(3, 10, 0).Add(1)
+	c.track.track(7, 20, 0).Add(1)
+	c.updateGauges()
+	if got := testutil.ToFloat64(c.m.unsettledRecords.WithLabelValues("3")); got != 1 {
+		t.Fatalf("partition 3: %v unsettled, want 1", got)
+	}
+	c.track.forget([]int32{3})
+	c.updateGauges()
+	if n := testutil.CollectAndCount(c.m.unsettledRecords); n != 1 {
+		t.Fatalf("%d unsettled-record series after partition 3 was revoked, want 1 (partition 7)", n)
+	}
+	if n := testutil.CollectAndCount(c.m.unsettledAge); n != 1 {
+		t.Fatalf("%d unsettled-age series after partition 3 was revoked, want 1", n)
 	}
 }
