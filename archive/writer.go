@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg Config, m *Metrics) (*Writer, error) {
 	}
 	probe.Close()
 	os.Remove(probe.Name())
-	if err := removeIncomplete(w.dir, w.log); err != nil {
+	if err := removeIncomplete(w.dir, w.cfg.NodeID, w.log); err != nil {
 		return nil, err
 	}
 	if store != nil {
@@ -109,14 +109,19 @@ func New(ctx context.Context, cfg Config, m *Metrics) (*Writer, error) {
 	return w, nil
 }
 
-// removeIncomplete deletes files a crash left half-written. Their spans were
-// never settled, so Kafka delivers them again.
-func removeIncomplete(dir string, log *slog.Logger) error {
+// removeIncomplete deletes files a crash of this node left half-written.
+// Their spans were never settled, so Kafka delivers them again. Only this
+// node's files: nodes of a cluster may share one directory, and another
+// node's .tmp file is one it is writing now.
+func removeIncomplete(dir, node string, log *slog.Logger) error {
 	matches, err := filepath.Glob(filepath.Join(dir, "dt=*", "hour=*", ".part-*.tmp"))
 	if err != nil {
 		return err
 	}
 	for _, p := range matches {
+		if !ownFile(filepath.Base(p), node) {
+			continue
+		}
 		log.Info("removing incomplete archive file left by a previous run", "path", p)
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
@@ -325,6 +330,19 @@ func (w *Writer) openIn(dir, part string) (*openFile, error) {
 	)
 	w.m.openFiles.Inc()
 	return f, nil
+}
+
+// ownFile reports whether base, a temporary file name, was made by
+// fileName for node: ".part-" node "-" time "-" suffix ".parquet.tmp".
+// The time is checked so that node "a" does not claim node "a-1"'s files.
+func ownFile(base, node string) bool {
+	rest, ok := strings.CutPrefix(base, ".part-"+node+"-")
+	const layout = "20060102T150405.000Z"
+	if !ok || len(rest) <= len(layout) || rest[len(layout)] != '-' {
+		return false
+	}
+	_, err := time.Parse(layout, rest[:len(layout)])
+	return err == nil
 }
 
 // fileName is unique across nodes (node ID), restarts (time) and files

@@ -240,17 +240,30 @@ func TestWriterRollsBySizeAndAge(t *testing.T) {
 	}
 }
 
+// TestNewRemovesIncompleteFiles checks that a starting node deletes the
+// temporary files its own crash left, and leaves alone those of other
+// nodes sharing the directory, which may be writing them now.
 func TestNewRemovesIncompleteFiles(t *testing.T) {
 	dir := t.TempDir()
 	part := filepath.Join(dir, "dt=2026-01-01", "hour=00")
 	os.MkdirAll(part, 0o755)
-	stale := filepath.Join(part, ".part-x-1.parquet.tmp")
-	os.WriteFile(stale, []byte("half a file"), 0o644)
-	if _, err := New(context.Background(), Config{URL: "file://" + dir}, nil); err != nil {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tmp := func(node string) string {
+		p := filepath.Join(part, "."+fileName(node, at)+".tmp")
+		os.WriteFile(p, []byte("half a file"), 0o644)
+		return p
+	}
+	stale, other, prefixed := tmp("n1"), tmp("n2"), tmp("n1-b")
+	if _, err := New(context.Background(), Config{URL: "file://" + dir, NodeID: "n1"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
-		t.Fatalf("stale temporary file still there: %v", err)
+		t.Fatalf("this node's temporary file still there: %v", err)
+	}
+	for _, p := range []string{other, prefixed} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("another node's temporary file was removed: %v", err)
+		}
 	}
 }
 
