@@ -17,6 +17,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
+// partSize is the multipart upload part size; files up to it go up in one
+// PutObject.
+const partSize = 16 << 20
+
 // s3Store puts finished files into a bucket.
 type s3Store struct {
 	client *s3.Client
@@ -25,19 +29,25 @@ type s3Store struct {
 	prefix string
 }
 
-func newS3Client(ctx context.Context, c S3Config) (*s3.Client, error) {
-	var opts []func(*config.LoadOptions) error
+// newS3Client builds a client from the standard AWS configuration chain
+// (environment, shared config and credentials files, SSO, web identity,
+// container and instance roles), overridden by c. opts adjust the client
+// further (tests count the requests it sends).
+func newS3Client(ctx context.Context, c S3Config, opts ...func(*s3.Options)) (*s3.Client, error) {
+	var load []func(*config.LoadOptions) error
 	if c.Region != "" {
-		opts = append(opts, config.WithRegion(c.Region))
+		load = append(load, config.WithRegion(c.Region))
 	}
-	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	awsCfg, err := config.LoadDefaultConfig(ctx, load...)
 	if err != nil {
 		return nil, fmt.Errorf("loading AWS configuration: %w", err)
 	}
 	if awsCfg.Region == "" {
-		awsCfg.Region = "us-east-1" // S3-compatible servers accept any region
+		// Requests are signed for a region; us-east-1 is also the default
+		// region of S3-compatible servers (MinIO, versitygw, Ceph RGW).
+		awsCfg.Region = "us-east-1"
 	}
-	return s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+	return s3.NewFromConfig(awsCfg, append([]func(*s3.Options){func(o *s3.Options) {
 		if c.Endpoint != "" {
 			o.BaseEndpoint = aws.String(c.Endpoint)
 		}
@@ -46,18 +56,19 @@ func newS3Client(ctx context.Context, c S3Config) (*s3.Client, error) {
 		// servers vary in which of the newer ones they accept.
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-	}), nil
+	}}, opts...)...), nil
 }
 
-func newS3Store(ctx context.Context, loc location, c S3Config) (*s3Store, error) {
-	client, err := newS3Client(ctx, c)
+func newS3Store(ctx context.Context, loc location, c S3Config, opts ...func(*s3.Options)) (*s3Store, error) {
+	client, err := newS3Client(ctx, c, opts...)
 	if err != nil {
 		return nil, err
 	}
 	return &s3Store{
 		client: client,
-		// Files above 16 MiB go up in 16 MiB parts, 4 at a time.
-		up:     manager.NewUploader(client, func(u *manager.Uploader) { u.PartSize = 16 << 20; u.Concurrency = 4 }),
+		// Files above partSize go up in parts, 4 at a time: a failed part
+		// is retried alone, and a 256 MiB file is not one 5-minute PUT.
+		up:     manager.NewUploader(client, func(u *manager.Uploader) { u.PartSize = partSize; u.Concurrency = 4 }),
 		bucket: loc.bucket,
 		prefix: loc.prefix,
 	}, nil

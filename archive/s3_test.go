@@ -1,12 +1,18 @@
 package archive
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,8 +127,13 @@ func TestS3OutageLosesNothing(t *testing.T) {
 		send(10)
 		time.Sleep(500 * time.Millisecond)
 	}
-	if testutil.ToFloat64(m.uploadFailures) == 0 {
-		t.Fatal("no upload failed while the server was down")
+	// Retries back off (1s, 2s, 4s, … up to 30s): over a 30-second outage
+	// that is at most six failed attempts, where retrying every second
+	// would fail thirty times.
+	if f := testutil.ToFloat64(m.uploadFailures); f == 0 || f > 6 {
+		t.Fatalf("%v failed uploads during a 30s outage; want 1 to 6 (retries with backoff)", f)
+	} else {
+		t.Logf("%v failed uploads during the 30s outage", f)
 	}
 	if spooled, _ := filepath.Glob(filepath.Join(spool, "dt=*", "hour=*", "part-*.parquet")); len(spooled) == 0 {
 		t.Fatal("nothing waiting in the spool during the outage")
@@ -205,4 +216,149 @@ func mustPartitions(t *testing.T, st Store) []Partition {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// requestLog records the S3 operations a client sends, by the query
+// parameters that name them.
+type requestLog struct {
+	mu                              sync.Mutex
+	puts, creates, parts, completes int
+}
+
+func (l *requestLog) RoundTrip(req *http.Request) (*http.Response, error) {
+	q := req.URL.Query()
+	l.mu.Lock()
+	switch {
+	case req.Method == http.MethodPost && q.Has("uploads"):
+		l.creates++
+	case req.Method == http.MethodPut && q.Has("partNumber"):
+		l.parts++
+	case req.Method == http.MethodPost && q.Has("uploadId"):
+		l.completes++
+	case req.Method == http.MethodPut:
+		l.puts++
+	}
+	l.mu.Unlock()
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// TestS3MultipartUpload checks that a file larger than the part size goes
+// up as a multipart upload (and a small one as one PUT), and that both read
+// back byte for byte through ranged reads.
+func TestS3MultipartUpload(t *testing.T) {
+	srv := s3test.Start(t)
+	ctx := context.Background()
+	var log requestLog
+	st, err := newS3Store(ctx, location{scheme: "s3", bucket: srv.Bucket, prefix: "big"},
+		S3Config{Endpoint: srv.Endpoint, PathStyle: true},
+		func(o *s3.Options) { o.HTTPClient = &http.Client{Transport: &log} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, size := range []int{partSize*2 + 12345, 1 << 20} {
+		data := make([]byte, size)
+		for i := range data {
+			data[i] = byte(r.Uint32())
+		}
+		file := filepath.Join(t.TempDir(), "f.parquet")
+		if err := os.WriteFile(file, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		key := fmt.Sprintf("dt=2026-11-23/hour=06/part-%d.parquet", size)
+		if err := st.Put(ctx, key, file); err != nil {
+			t.Fatal(err)
+		}
+		ra, _, err := st.Open(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := io.ReadAll(io.NewSectionReader(ra, 0, int64(size)))
+		if err != nil || !bytes.Equal(back, data) {
+			t.Fatalf("%d bytes: read back %d bytes, equal %v, %v", size, len(back), bytes.Equal(back, data), err)
+		}
+	}
+	if log.creates != 1 || log.parts != 3 || log.completes != 1 || log.puts != 1 {
+		t.Fatalf("requests: %d CreateMultipartUpload, %d UploadPart, %d CompleteMultipartUpload, %d PutObject; "+
+			"want 1, 3, 1 (the large file) and 1 (the small one)", log.creates, log.parts, log.completes, log.puts)
+	}
+}
+
+// TestS3SpoolUploadedAfterRestart writes while the store is down and stops
+// the writer before it could upload (the shutdown grace period ran out):
+// the spans are settled, since the spool is durable, and the next run
+// uploads the spool before anything else.
+func TestS3SpoolUploadedAfterRestart(t *testing.T) {
+	srv := s3test.Start(t)
+	srv.Stop()
+	spool := t.TempDir()
+	cfg := Config{URL: srv.URL("spans"), SpoolDir: spool, NodeID: "n1", S3: S3Config{Endpoint: srv.Endpoint, PathStyle: true}}
+	w, err := New(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	in := make(chan *sampler.Kept)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, in) }()
+	var src sampler.Pending
+	start := time.Now().Add(-time.Minute)
+	sent := 0
+	for i := 0; i < 50; i++ {
+		for _, k := range keptTraces(t, testTraces(start), &src, start) {
+			sent += len(k.Spans)
+			in <- k
+		}
+	}
+	close(in)
+	deadline := time.Now().Add(30 * time.Second)
+	for !src.Settled() {
+		if time.Now().After(deadline) {
+			t.Fatal("spans not settled with the store down: the spool should make them durable")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel() // the grace period ends while uploads still fail
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("first run: %v", err)
+	}
+	if spooled := countRows(t, spool); spooled != sent {
+		t.Fatalf("spool holds %d rows, sent %d", spooled, sent)
+	}
+
+	srv.Restart()
+	in2, done2 := startWriter(t, cfg, nil)
+	close(in2)
+	if err := <-done2; err != nil {
+		t.Fatal(err)
+	}
+	if got := countRows(t, download(t, srv, "spans")); got != sent {
+		t.Fatalf("read %d rows back from S3 after the restart, sent %d", got, sent)
+	}
+	if left, _ := filepath.Glob(filepath.Join(spool, "dt=*", "hour=*", "*.parquet")); len(left) != 0 {
+		t.Fatalf("spool not drained: %v", left)
+	}
+}
+
+// TestS3EndpointFromEnvironment checks that the endpoint, like the
+// credentials and region, can come from the standard AWS environment
+// (AWS_ENDPOINT_URL_S3) rather than the archive's own settings.
+func TestS3EndpointFromEnvironment(t *testing.T) {
+	srv := s3test.Start(t)
+	t.Setenv("AWS_ENDPOINT_URL_S3", srv.Endpoint)
+	ctx := context.Background()
+	st, err := OpenStore(ctx, srv.URL("env"), S3Config{PathStyle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "f.parquet")
+	if err := os.WriteFile(file, []byte("PAR1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(ctx, "dt=2026-11-23/hour=06/a.parquet", file); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := srv.Objects("env"); len(keys) != 1 || keys[0] != "env/dt=2026-11-23/hour=06/a.parquet" {
+		t.Fatalf("objects: %v", keys)
+	}
 }

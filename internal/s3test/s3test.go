@@ -31,9 +31,18 @@ type Server struct {
 	cmd      *exec.Cmd
 }
 
-// Start starts versitygw with one bucket. Without the binary it skips the
-// test, except under CI=true where the server is required.
+// Start starts versitygw with one bucket in region us-east-1, the region
+// it exports in AWS_REGION. Without the binary it skips the test, except
+// under CI=true where the server is required.
 func Start(t *testing.T) *Server {
+	t.Helper()
+	return StartInRegion(t, "us-east-1")
+}
+
+// StartInRegion is Start with the server in another region: it rejects
+// requests signed for any other, so a test shows that a configured region
+// overrides the AWS_REGION the environment still holds.
+func StartInRegion(t *testing.T, region string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("versitygw")
 	if err != nil {
@@ -59,7 +68,7 @@ func Start(t *testing.T) *Server {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", SecretKey)
 	t.Setenv("AWS_REGION", "us-east-1")
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	s.cmd = exec.Command(bin, "--port", addr, "posix", s.Root)
+	s.cmd = exec.Command(bin, "--port", addr, "--region", region, "posix", s.Root)
 	s.cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+AccessKey, "ROOT_SECRET_KEY="+SecretKey)
 	s.Restart()
 	t.Cleanup(s.Stop)
