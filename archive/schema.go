@@ -8,23 +8,28 @@ package archive
 //     beside them — no TIMESTAMP(NANOS), which Spark refuses and DuckDB
 //     truncates when UTC-adjusted;
 //   - no unsigned integers;
-//   - low-cardinality strings are dictionary-encoded, and every column is
-//     zstd-compressed (writer option);
-//   - ids are DELTA_BYTE_ARRAY: rows are sorted by trace, so a row's trace
-//     ID is its predecessor's and costs a prefix length, and random span
-//     IDs are stored as their bytes without a length each (measured on the
-//     generator's traffic: 61 to 54 bytes per span on disk);
-//   - attribute keys, and resource attribute keys and values, which repeat
-//     on every row of a service, are dictionary-encoded (54 to 49 bytes per
-//     span); span attribute values are not, as URLs and IDs would bloat the
-//     dictionary.
+//   - every column is zstd-compressed (writer option);
+//   - random ids (span_id, link ids) are DELTA_BYTE_ARRAY: their lengths
+//     shrink to a few bits and zstd sees only hex digits (8.6 bytes per
+//     span instead of 16 as PLAIN, whose 4-byte length before every id
+//     breaks zstd's matches). trace_id and parent_span_id stay PLAIN: rows
+//     are sorted by trace, so zstd already finds a repeated trace ID whole,
+//     and delta made both larger (2.2 to 2.7 and 5.9 to 6.3 bytes per span);
+//   - low-cardinality strings, and the keys and values of the attribute
+//     maps, which repeat from span to span, are dictionary-encoded (span
+//     attributes 7.7 to 3.5 bytes per span); a column whose values do not
+//     repeat (URLs with IDs in them) falls back to PLAIN once its
+//     dictionary reaches 1 MiB (writer option).
+//
+// bench/archive measures each column's bytes per span on a sampled
+// million-span archive; SCHEMA.md has the numbers.
 //
 // Trace-level columns repeat on every row of a trace so that most questions
 // ("p99 of checkout traces with errors") need no self-join.
 type Row struct {
-	TraceID      string `parquet:"trace_id,delta"`
+	TraceID      string `parquet:"trace_id"`
 	SpanID       string `parquet:"span_id,delta"`
-	ParentSpanID string `parquet:"parent_span_id,delta"` // "" for a root span
+	ParentSpanID string `parquet:"parent_span_id"` // "" for a root span
 	TraceState   string `parquet:"trace_state"`
 	ServiceName  string `parquet:"service_name,dict"`
 	Name         string `parquet:"name,dict"`
@@ -33,7 +38,7 @@ type Row struct {
 	StartTime         int64 `parquet:"start_time,timestamp(microsecond:utc)"`
 	StartTimeUnixNano int64 `parquet:"start_time_unix_nano"`
 	EndTimeUnixNano   int64 `parquet:"end_time_unix_nano"`
-	DurationNs        int64 `parquet:"duration_ns"`
+	DurationNs        int64 `parquet:"duration_ns,delta"`
 
 	StatusCode    string `parquet:"status_code,dict"` // UNSET, OK, ERROR
 	StatusMessage string `parquet:"status_message,dict"`
@@ -45,14 +50,14 @@ type Row struct {
 	HTTPRequestMethod      *string `parquet:"http_request_method,optional,dict"`
 	HTTPRoute              *string `parquet:"http_route,optional,dict"`
 	HTTPResponseStatusCode *int64  `parquet:"http_response_status_code,optional"`
-	URLPath                *string `parquet:"url_path,optional"`
+	URLPath                *string `parquet:"url_path,optional,dict"`
 	DBSystem               *string `parquet:"db_system,optional,dict"`
 	RPCService             *string `parquet:"rpc_service,optional,dict"`
 	RPCMethod              *string `parquet:"rpc_method,optional,dict"`
 	K8sNamespaceName       *string `parquet:"k8s_namespace_name,optional,dict"`
 	DeploymentEnvironment  *string `parquet:"deployment_environment,optional,dict"`
 
-	Attributes         map[string]string `parquet:"attributes" parquet-key:",dict"`
+	Attributes         map[string]string `parquet:"attributes" parquet-key:",dict" parquet-value:",dict"`
 	ResourceAttributes map[string]string `parquet:"resource_attributes" parquet-key:",dict" parquet-value:",dict"`
 	Events             []Event           `parquet:"events,list"`
 	Links              []Link            `parquet:"links,list"`

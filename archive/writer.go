@@ -318,6 +318,11 @@ func (w *Writer) openIn(dir, part string) (*openFile, error) {
 	}
 	f.w = parquet.NewGenericWriter[Row](f.f,
 		parquet.Compression(&zstd.Codec{Level: zstd.SpeedDefault}),
+		// A dictionary-encoded column whose values turn out not to repeat
+		// (URLs with IDs in span attributes) switches to PLAIN once its
+		// dictionary reaches 1 MiB, as parquet-mr does, instead of growing
+		// without bound.
+		parquet.DictionaryMaxBytes(1<<20),
 		// 10 bits per value: about 1% false positives, 1.25 bytes per span.
 		parquet.BloomFilters(parquet.SplitBlockFilter(10, "trace_id")),
 		// 128 KiB pages: about 4,000 trace IDs per page, so the page index
