@@ -387,7 +387,7 @@ func reportLookups(ctx context.Context, st archive.Store, ids [][16]byte, r *ran
 			return err
 		}
 		took := time.Since(began)
-		line := fmt.Sprintf("  %s: %3d spans | whole archive: %d files opened, %d of %d row groups read, %d rows decoded, %v",
+		line := fmt.Sprintf("  %s: %3d spans | whole archive: %d files opened, %d of %d row groups read, %d trace ids read, %v",
 			hexID, len(rows), stats.FilesOpened, stats.RowGroupsRead, stats.RowGroups, stats.Rows, took.Round(100*time.Microsecond))
 		if len(rows) > 0 {
 			hour := time.Unix(0, rows[0].StartTimeUnixNano)

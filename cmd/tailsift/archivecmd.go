@@ -121,7 +121,7 @@ func cmdTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else {
 		printTrace(stdout, rows)
 	}
-	fmt.Fprintf(stdout, "\nsearched %d files, opened %d, read %d of %d row groups (%d rows) in %v\n",
+	fmt.Fprintf(stdout, "\nsearched %d files, opened %d, read %d of %d row groups (%d trace ids) in %v\n",
 		stats.Files, stats.FilesOpened, stats.RowGroupsRead, stats.RowGroups, stats.Rows, took.Round(time.Millisecond))
 	if len(rows) == 0 {
 		return errors.New("trace not found")
