@@ -39,15 +39,7 @@ func TestDictionaryFallsBackToPlain(t *testing.T) {
 		want[sp.SpanID().String()] = url
 	}
 	dir := t.TempDir()
-	in, done := startWriter(t, Config{URL: "file://" + dir}, nil)
-	var src sampler.Pending
-	for _, k := range keptTraces(t, td, &src, start) {
-		in <- k
-	}
-	close(in)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	writeTraces(t, Config{URL: "file://" + dir}, td, start)
 	files, _ := filepath.Glob(filepath.Join(dir, "dt=*", "hour=*", "*.parquet"))
 	if len(files) != 1 {
 		t.Fatalf("files: %v", files)
@@ -102,5 +94,20 @@ func TestDictionaryFallsBackToPlain(t *testing.T) {
 		if got := r.Attributes["url.full"]; got != want[r.SpanID] {
 			t.Fatalf("span %s: url.full %q, want %q", r.SpanID, got, want[r.SpanID])
 		}
+	}
+}
+
+// writeTraces runs a Writer with cfg over td, kept as decided at decided,
+// until it has closed every file.
+func writeTraces(t *testing.T, cfg Config, td ptrace.Traces, decided time.Time) {
+	t.Helper()
+	in, done := startWriter(t, cfg, nil)
+	var src sampler.Pending
+	for _, k := range keptTraces(t, td, &src, decided) {
+		in <- k
+	}
+	close(in)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,18 +5,16 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tailsift/tailsift/sampler"
 )
 
 func TestRedaction(t *testing.T) {
 	const secret = "alice@example.com"
 	dir := t.TempDir()
-	in, done := startWriter(t, Config{URL: "file://" + dir, RedactKey: []byte("0123456789abcdef"), Redact: []RedactRule{
+	cfg := Config{URL: "file://" + dir, RedactKey: []byte("0123456789abcdef"), Redact: []RedactRule{
 		{Keys: []string{"user.email"}, Action: "drop"},
 		{KeyPattern: `^enduser\.`, Action: "hash"},
 		{Keys: []string{"url.path", "host.name"}, Action: "mask", Pattern: `[0-9]+`},
-	}}, nil)
+	}}
 	start := time.Now().Add(-time.Minute)
 	td := testTraces(start)
 	for _, rs := range td.ResourceSpans().All() {
@@ -31,14 +29,7 @@ func TestRedaction(t *testing.T) {
 			}
 		}
 	}
-	var src sampler.Pending
-	for _, k := range keptTraces(t, td, &src, start) {
-		in <- k
-	}
-	close(in)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	writeTraces(t, cfg, td, start)
 	rows, _ := readRows(t, dir)
 	if len(rows) != 3 {
 		t.Fatalf("%d rows", len(rows))
