@@ -2,7 +2,7 @@
 // demo, for tests, and for anyone who wants to point an OpenTelemetry
 // Collector's kafkaexporter at tailsift without installing Kafka.
 //
-// One behaviour of kfake is changed on purpose. With incremental fetch
+// Two behaviours of kfake are changed on purpose. With incremental fetch
 // sessions kfake serves the partitions a client names first, and clients
 // name those that just returned data, so a consumer drains the partitions of
 // a backlog one after another. Spans of one trace, spread over partitions,
@@ -10,7 +10,9 @@
 // in pieces. Apache Kafka rotates partitions within a session. The embedded
 // broker answers every session-creating fetch as a sessionless one, so
 // clients fall back to full fetches, whose partition order they rotate
-// themselves.
+// themselves. And a consumer-group member that dies while its join waits can
+// stay in kfake's group for good, holding partitions nobody reads; the
+// broker removes it, as Kafka does once its session times out (see reaper).
 package broker
 
 import (
@@ -65,8 +67,10 @@ type SASL struct {
 
 // Broker is a running embedded broker.
 type Broker struct {
-	c    *kfake.Cluster
-	addr string
+	c          *kfake.Cluster
+	addr       string
+	cl         *kgo.Client // the broker's own client: topic creation, reaping
+	stopReaper context.CancelFunc
 }
 
 // Start starts a broker and creates its topic.
@@ -129,25 +133,31 @@ func Start(cfg Config) (*Broker, error) {
 		return nil, nil, false
 	})
 	b := &Broker{c: c, addr: c.ListenAddrs()[0]}
-	if err := b.createTopic(cfg, clientOpts); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return b, nil
-}
-
-func (b *Broker) createTopic(cfg Config, clientOpts []kgo.Opt) error {
 	if cfg.TLS != nil {
 		tc := cfg.TLS.Clone()
 		tc.InsecureSkipVerify = true // talking to ourselves over loopback
 		clientOpts = append(clientOpts, kgo.DialTLSConfig(tc))
 	}
-	cl, err := kgo.NewClient(append(clientOpts, kgo.SeedBrokers(b.addr))...)
+	b.cl, err = kgo.NewClient(append(clientOpts, kgo.SeedBrokers(b.addr))...)
 	if err != nil {
-		return fmt.Errorf("broker: %w", err)
+		c.Close()
+		return nil, fmt.Errorf("broker: %w", err)
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	if err := b.createTopic(cfg); err != nil {
+		b.cl.Close()
+		c.Close()
+		return nil, err
+	}
+	r := &reaper{cl: b.cl, members: map[memberKey]*memberSeen{}}
+	r.watch(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stopReaper = cancel
+	go r.run(ctx, time.Second)
+	return b, nil
+}
+
+func (b *Broker) createTopic(cfg Config) error {
+	adm := kadm.NewClient(b.cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	configs := map[string]*string{}
@@ -183,4 +193,8 @@ func (b *Broker) Addr() string { return b.addr }
 func (b *Broker) Cluster() *kfake.Cluster { return b.c }
 
 // Close stops the broker; with a DataDir, its state is flushed there.
-func (b *Broker) Close() { b.c.Close() }
+func (b *Broker) Close() {
+	b.stopReaper()
+	b.cl.Close()
+	b.c.Close()
+}
