@@ -49,6 +49,12 @@ type Config struct {
 	// Kafka's; lower means faster recovery after a crash and more rebalances
 	// on a slow network.
 	SessionTimeout time.Duration
+	// RebalanceTimeout is how long a rebalance waits for every member to
+	// rejoin. A member killed while the group rebalances is only dropped
+	// after it, and no partition is read meanwhile; it must still cover the
+	// time a member takes to finish its poll and commit before rejoining.
+	// Default 60s, Kafka clients'.
+	RebalanceTimeout time.Duration
 	// Full, if set, pauses polling while it returns true: the sampler's
 	// buffer is near its memory bound, and Kafka holds what is not yet read
 	// better than the heap would. The sampler must make room on its own
@@ -90,6 +96,9 @@ func (c *Config) Validate() error {
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 45 * time.Second
 	}
+	if c.RebalanceTimeout == 0 {
+		c.RebalanceTimeout = 60 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -117,6 +126,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SessionTimeout < 6*time.Second {
 		errs = append(errs, fmt.Errorf("kafka.session_timeout: must be at least 6s (brokers refuse less), got %v", c.SessionTimeout))
+	}
+	if c.RebalanceTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("kafka.rebalance_timeout: must be at least 1s, got %v", c.RebalanceTimeout))
 	}
 	if c.MaxUnsettledRecords < 1 {
 		errs = append(errs, errors.New("kafka.max_unsettled_records: must be at least 1"))
@@ -168,6 +180,7 @@ func NewConsumer(cfg Config, out Dispatcher, m *Metrics) (*Consumer, error) {
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(cfg.FetchMaxWait),
 		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
 		// Fetch sizes are soft limits: a larger first record is still
 		// returned whole, so they bound memory per poll, not message size.
 		// Small per-partition fetches keep partitions read together, which

@@ -67,6 +67,7 @@ type KafkaConfig struct {
 	CommitInterval      time.Duration `yaml:"commit_interval" help:"how often settled offsets are committed"`
 	MaxUnsettledRecords int           `yaml:"max_unsettled_records" help:"records read but not yet settled before polling pauses (backpressure)"`
 	SessionTimeout      time.Duration `yaml:"session_timeout" help:"the group reassigns a silent member's partitions after this long (at least 6s)"`
+	RebalanceTimeout    time.Duration `yaml:"rebalance_timeout" help:"how long a rebalance waits for members to rejoin; a member that dies while the group rebalances holds it this long"`
 	DeadLetterTopic     string        `yaml:"dead_letter_topic" help:"copy malformed or oversized records to this existing topic; empty: off"`
 	TLS                 TLSConfig     `yaml:"tls"`
 	SASL                SASLConfig    `yaml:"sasl"`
@@ -151,6 +152,7 @@ func defaultConfig() Config {
 			CommitInterval:      time.Second,
 			MaxUnsettledRecords: 200_000,
 			SessionTimeout:      45 * time.Second,
+			RebalanceTimeout:    60 * time.Second,
 		},
 		Sampler: SamplerConfig{
 			QuietPeriod:       3 * time.Second,

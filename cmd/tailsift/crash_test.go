@@ -32,7 +32,7 @@ func nodeProc(t *testing.T, brokers, group, dir, name string) *exec.Cmd {
 	cmd := tailsiftCmd("run", "--brokers", brokers, "--group", group, "--node-id", name,
 		"--archive", "file://"+dir, "--archive-roll-age", "1s", "--quiet-period", "1s", "--max-wait", "5s",
 		"--http-addr", freeAddr(t), "--log-level", "info", "--grace-period", "20s",
-		"--kafka-session-timeout", "6s")
+		"--kafka-session-timeout", "6s", "--kafka-rebalance-timeout", "10s")
 	cmd.Stderr = testLogWriter{t}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -197,6 +197,7 @@ func validateConfig(cfg Config) (*parts, error) {
 		CommitInterval:      cfg.Kafka.CommitInterval,
 		MaxUnsettledRecords: cfg.Kafka.MaxUnsettledRecords,
 		SessionTimeout:      cfg.Kafka.SessionTimeout,
+		RebalanceTimeout:    cfg.Kafka.RebalanceTimeout,
 		DeadLetterTopic:     cfg.Kafka.DeadLetterTopic,
 		ClientOpts:          secOpts,
 		Explain:             explainKafkaErr(cfg.Kafka),
