@@ -20,7 +20,7 @@ func clusterProc(t *testing.T, brokers, dir, name, gossip, join string) *exec.Cm
 	t.Helper()
 	args := []string{"run", "--brokers", brokers, "--group", "cluster", "--node-id", name,
 		"--archive", "file://" + dir, "--archive-roll-age", "1s", "--quiet-period", "1s", "--max-wait", "10s",
-		"--http-addr", freeAddr(t), "--log-level", "warn", "--grace-period", "20s", "--kafka-session-timeout", "6s",
+		"--http-addr", freeAddr(t), "--log-level", "warn", "--grace-period", "20s", "--kafka-session-timeout", "6s", "--kafka-rebalance-timeout", "10s",
 		"--gossip-addr", gossip, "--forward-addr", freeAddr(t)}
 	if join != "" {
 		args = append(args, "--join", join)
@@ -70,6 +70,18 @@ func startClusterTest(t *testing.T, traces int) (*broker.Broker, *kadm.Client, *
 	return b, kadm.NewClient(client), nil, client
 }
 
+// startThree starts nodes n0, n1 and n2, the first alone and the others
+// joining it, and returns them with n0's gossip address.
+func startThree(t *testing.T, brokers, dir string) (n0, n1, n2 *exec.Cmd, g0 string) {
+	t.Helper()
+	g0 = freeAddr(t)
+	n0 = clusterProc(t, brokers, dir, "n0", g0, "")
+	time.Sleep(500 * time.Millisecond)
+	n1 = clusterProc(t, brokers, dir, "n1", freeAddr(t), g0)
+	n2 = clusterProc(t, brokers, dir, "n2", freeAddr(t), g0)
+	return n0, n1, n2, g0
+}
+
 func stopAll(t *testing.T, procs ...*exec.Cmd) {
 	t.Helper()
 	for _, p := range procs {
@@ -82,17 +94,63 @@ func stopAll(t *testing.T, procs ...*exec.Cmd) {
 	}
 }
 
+// waitGroupStable waits until the group is stable with n members, each
+// assigned partitions of the topic.
+func waitGroupStable(t *testing.T, adm *kadm.Client, group string, n int, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		groups, err := adm.DescribeGroups(context.Background(), group)
+		if err == nil {
+			g := groups[group]
+			assigned := 0
+			for _, m := range g.Members {
+				if c, ok := m.Assigned.AsConsumer(); ok && len(c.Topics) > 0 && len(c.Topics[0].Partitions) > 0 {
+					assigned++
+				}
+			}
+			if g.State == "Stable" && len(g.Members) == n && assigned == n {
+				return
+			}
+			err = fmt.Errorf("state %s, %d members, %d assigned", g.State, len(g.Members), assigned)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group %s not stable with %d members after %v: %v", group, n, limit, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestClusterThreeNodes runs three nodes with no membership change while
+// 50,000 traces are produced: every kept trace is archived whole, with one
+// decision (no split, none decided again).
+func TestClusterThreeNodes(t *testing.T) {
+	b, adm, _, client := startClusterTest(t, 0)
+	dir := t.TempDir()
+	n0, n1, n2, _ := startThree(t, b.Addr(), dir)
+	waitGroupStable(t, adm, "cluster", 3, time.Minute)
+
+	truth, err := gen.Produce(context.Background(), client, "otlp_spans", gen.Config{Seed: 31, Traces: 50_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, adm, "cluster", "otlp_spans", 4*time.Minute)
+	stopAll(t, n0, n1, n2)
+
+	checkArchiveHasKept(t, dir, []*gen.Truth{truth}, 0.05)
+	traces, split, again := checkNoSplit(t, dir)
+	if split != 0 || again != 0 {
+		t.Fatalf("%d archived traces: %d split, %d decided again; want one decision each", traces, split, again)
+	}
+}
+
 // TestClusterKeepsTracesWhole runs three nodes, adds a fourth while
 // traffic flows, then stops one with SIGTERM: every kept trace is archived
 // whole and decided once.
 func TestClusterKeepsTracesWhole(t *testing.T) {
 	b, adm, _, client := startClusterTest(t, 0)
 	dir := t.TempDir()
-	g0 := freeAddr(t)
-	n0 := clusterProc(t, b.Addr(), dir, "n0", g0, "")
-	time.Sleep(500 * time.Millisecond)
-	n1 := clusterProc(t, b.Addr(), dir, "n1", freeAddr(t), g0)
-	n2 := clusterProc(t, b.Addr(), dir, "n2", freeAddr(t), g0)
+	n0, n1, n2, g0 := startThree(t, b.Addr(), dir)
 
 	ctx := context.Background()
 	truth1, err := gen.Produce(ctx, client, "otlp_spans", gen.Config{Seed: 11, Traces: 30_000})
@@ -124,11 +182,7 @@ func TestClusterKeepsTracesWhole(t *testing.T) {
 func TestClusterSurvivesKill(t *testing.T) {
 	b, adm, _, client := startClusterTest(t, 0)
 	dir := t.TempDir()
-	g0 := freeAddr(t)
-	n0 := clusterProc(t, b.Addr(), dir, "n0", g0, "")
-	time.Sleep(500 * time.Millisecond)
-	n1 := clusterProc(t, b.Addr(), dir, "n1", freeAddr(t), g0)
-	n2 := clusterProc(t, b.Addr(), dir, "n2", freeAddr(t), g0)
+	n0, n1, n2, _ := startThree(t, b.Addr(), dir)
 	truth, err := gen.Produce(context.Background(), client, "otlp_spans", gen.Config{Seed: 21, Traces: 50_000})
 	if err != nil {
 		t.Fatal(err)
