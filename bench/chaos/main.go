@@ -10,7 +10,9 @@
 //   - kept-trace loss: traces the default policy keeps (every error and slow
 //     trace, 5% of the rest by trace ID) that are missing or incomplete —
 //     must be 0;
-//   - split traces: traces decided in more than one place;
+//   - split traces: traces decided in more than one place with one of the
+//     decisions made on a piece of the trace, and traces decided again whole
+//     (a re-read trace decided a second time: duplicate rows);
 //   - the duplicate share (rows beyond one per trace_id, span_id), before
 //     and after `tailsift compact`.
 //
@@ -592,7 +594,9 @@ type result struct {
 	expected, whole       int // kept traces expected; present with every span
 	lost, incomplete      int
 	unexpected            int      // archived traces the policy would not keep
-	split                 int      // traces decided in more than one place
+	split                 int      // traces decided in more than one place, one decision on a piece
+	again                 int      // traces decided again, every decision on the whole trace
+	onlyPieces            int      // split traces no single decision holds whole
 	losses                []string // what the archive holds of each lost or incomplete trace
 }
 
@@ -610,9 +614,10 @@ func (r *run) check(ctx context.Context, truths []*gen.Truth) (*result, error) {
 	}
 	type traceRows struct {
 		spans   map[string]int
-		decided map[int64]bool
-		pieces  map[string]int // "file decided_at reason late" -> spans
-		errors  int            // archived rows with status ERROR
+		decided map[int64]map[string]bool // decision (decided_at) -> its spans, late ones included
+		onTime  map[int64]bool            // decisions with a span that was not late
+		pieces  map[string]int            // "file decided_at reason late" -> spans
+		errors  int                       // archived rows with status ERROR
 	}
 	got := map[[16]byte]*traceRows{}
 	res := &result{}
@@ -632,7 +637,7 @@ func (r *run) check(ctx context.Context, truths []*gen.Truth) (*result, error) {
 			}
 			tr := got[id]
 			if tr == nil {
-				tr = &traceRows{spans: map[string]int{}, decided: map[int64]bool{}, pieces: map[string]int{}}
+				tr = &traceRows{spans: map[string]int{}, decided: map[int64]map[string]bool{}, onTime: map[int64]bool{}, pieces: map[string]int{}}
 				got[id] = tr
 			}
 			tr.spans[row.SpanID]++
@@ -641,8 +646,12 @@ func (r *run) check(ctx context.Context, truths []*gen.Truth) (*result, error) {
 			if row.StatusCode == "ERROR" {
 				tr.errors++
 			}
+			if tr.decided[row.DecidedAt] == nil {
+				tr.decided[row.DecidedAt] = map[string]bool{}
+			}
+			tr.decided[row.DecidedAt][row.SpanID] = true
 			if !row.Late {
-				tr.decided[row.DecidedAt] = true
+				tr.onTime[row.DecidedAt] = true
 			}
 			res.rows++
 		}
@@ -697,8 +706,25 @@ func (r *run) check(ctx context.Context, truths []*gen.Truth) (*result, error) {
 		if !keepSet[id] {
 			res.unexpected++
 		}
-		if len(g.decided) > 1 {
+		// Late spans carry their trace's decided_at; a decision with
+		// nothing but late rows is not a decision of its own here.
+		decisions, piece, whole := 0, false, false
+		for at, spans := range g.decided {
+			if !g.onTime[at] {
+				continue
+			}
+			decisions++
+			piece = piece || len(spans) < len(g.spans)
+			whole = whole || len(spans) == len(g.spans)
+		}
+		switch {
+		case decisions > 1 && piece:
 			res.split++
+			if !whole {
+				res.onlyPieces++
+			}
+		case decisions > 1:
+			res.again++
 		}
 	}
 	return res, nil
@@ -775,7 +801,9 @@ func (r *run) summary(truths []*gen.Truth, before, after *result, spooled int) {
 	w("kept traces present and whole", strconv.Itoa(before.whole))
 	w("KEPT-TRACE LOSS (missing + incomplete)", fmt.Sprintf("%d (%d missing, %d incomplete)", before.lost+before.incomplete, before.lost, before.incomplete))
 	w("archived traces not kept by policy", strconv.Itoa(before.unexpected))
-	w("split traces (decided more than once)", fmt.Sprintf("%d of %d archived traces (%s)", before.split, before.traces, pct(before.split, before.traces)))
+	w("split traces (decided in pieces)", fmt.Sprintf("%d of %d archived traces (%s)", before.split, before.traces, pct(before.split, before.traces)))
+	w("  of them, no decision holds them whole", fmt.Sprintf("%d (the others: a whole decision and a re-read piece)", before.onlyPieces))
+	w("traces decided again whole", fmt.Sprintf("%d of %d archived traces (%s)", before.again, before.traces, pct(before.again, before.traces)))
 	w("files left in spools", strconv.Itoa(spooled))
 	w("duplicates before compaction", fmt.Sprintf("%s, %d files", dup(before), before.files))
 	w("duplicates after tailsift compact", fmt.Sprintf("%s, %d files", dup(after), after.files))
