@@ -358,6 +358,7 @@ type shardCall struct {
 func (sh *shard) loop(ctx context.Context, clock Clock) {
 	tick := time.NewTicker(sh.cfg.TickInterval)
 	defer tick.Stop()
+	defer sh.arena.close()
 	input := sh.cfg.InputClock
 	take := func(batch []Item) {
 		now := clock.Now()

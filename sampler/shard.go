@@ -1,7 +1,6 @@
 package sampler
 
 import (
-	"bytes"
 	"container/heap"
 	"context"
 	"time"
@@ -64,36 +63,6 @@ type shard struct {
 	dSpans, dBytes, dTraces int64
 }
 
-// Span bytes are copied into chunks of arenaChunk bytes, owned by the shard.
-// A buffered span then holds its encoded bytes and nothing else: not the
-// Kafka record around it (resource, framing, other traces' spans), nor the
-// fetch response that record was cut from, which would otherwise stay alive
-// as long as any one of its spans is buffered. A chunk is freed by the
-// garbage collector once no span in it is referenced; since traces are
-// decided roughly in arrival order, chunks are freed in that order too, and
-// one long-lived trace pins at most a chunk per span. Spans larger than
-// arenaMaxCopy get an allocation of their own.
-const (
-	arenaChunk   = 64 << 10
-	arenaMaxCopy = arenaChunk / 8
-)
-
-// spanArena hands out copies of span bytes packed into shared chunks.
-type spanArena struct{ chunk []byte }
-
-// copy returns a copy of b with no spare capacity.
-func (a *spanArena) copy(b []byte) []byte {
-	if len(b) > arenaMaxCopy {
-		return bytes.Clone(b)
-	}
-	if cap(a.chunk)-len(a.chunk) < len(b) {
-		a.chunk = make([]byte, 0, arenaChunk)
-	}
-	n := len(a.chunk)
-	a.chunk = append(a.chunk, b...)
-	return a.chunk[n:len(a.chunk):len(a.chunk)]
-}
-
 // maxFreeSpans bounds the recycled span slices a shard keeps, and
 // maxRecycledCap the size of one: a trace of thousands of spans gives its
 // slice back to the garbage collector.
@@ -151,6 +120,11 @@ func newShard(s *Sampler) *shard {
 		late:   make(map[TraceID]*Kept),
 		in:     make(chan []Item, s.cfg.QueueBatches),
 		ctl:    make(chan shardCall),
+		// Room for twice the shard's share of the byte bound: chunks
+		// pinned by a few long-lived traces, and the bound's overshoot
+		// before the oldest traces are decided. Past it, chunks come
+		// from the heap.
+		arena: newSpanArena(int(min(2*s.cfg.MaxBufferedBytes/int64(s.cfg.Shards), 1<<40))),
 	}
 }
 
@@ -283,6 +257,7 @@ func (sh *shard) expire(ctx context.Context, now time.Time) {
 		}
 	}
 	sh.compactAge()
+	sh.arena.trim()
 	sh.publish()
 	for id, k := range sh.late {
 		delete(sh.late, id)
@@ -315,6 +290,7 @@ func (sh *shard) setAside(b *buffered) {
 	b.decided = true // skipped by byAge and the quiet heap from now on
 	delete(sh.traces, b.ID)
 	sh.release(b)
+	sh.arena.detach(b.Spans)
 	sh.s.putAside(b.ID, b.Spans)
 	sh.recycleSpans(b.Spans)
 	b.Spans = nil
@@ -360,6 +336,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 			if src := b.Spans[i].Src; src != nil {
 				src.Done()
 			}
+			sh.arena.release(b.Spans[i].Raw)
 		}
 		sh.recycleSpans(b.Spans)
 		b.Spans = nil
@@ -379,6 +356,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 		HasError:    b.HasError(),
 	}
 	sh.cache.addKept(b.ID, &decided{verdict: v, summary: *k})
+	sh.arena.detach(b.Spans)
 	k.Spans = b.Spans
 	b.Spans = nil
 	sh.emit(ctx, k)

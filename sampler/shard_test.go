@@ -480,3 +480,63 @@ func TestDecisionCacheBounds(t *testing.T) {
 		t.Error("kept trace 1039 is forgotten")
 	}
 }
+
+// evenKept keeps the traces whose last ID byte is even.
+type evenKept struct{}
+
+func (evenKept) Name() string { return "even" }
+func (evenKept) Decide(t *Trace) Verdict {
+	if t.ID[15]%2 == 0 {
+		return keepAll.v
+	}
+	return dropAll.v
+}
+
+// TestShardArenaReusesChunks checks the shard's span arena: chunks freed by
+// decided traces are filled again, so a steady stream buffers in a few
+// chunks however many spans pass, and the bytes of kept traces, which leave
+// the shard, stay as they were while the chunks they came from are reused.
+func TestShardArenaReusesChunks(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+	sh, out := testShard(t, Config{Shards: 1}, evenKept{})
+	if reserveArena(arenaChunk) == nil {
+		t.Skip("no mapped arena on this platform: chunks are on the heap")
+	}
+	fill := func(id TraceID, i int) []byte {
+		b := make([]byte, 300)
+		for j := range b {
+			b[j] = id[14] ^ id[15] ^ byte(i*7+j)
+		}
+		return b
+	}
+	var kept []*Kept
+	const rounds, traces, spans = 40, 50, 10 // 6 MB through the arena
+	for r := range rounds {
+		for n := range traces {
+			id := TraceID{0: 1, 14: byte(r), 15: byte(n)}
+			for i := range spans {
+				it := item(id, i == 0, false, nil)
+				it.Span.Raw = fill(id, i)
+				sh.add(ctx, &it, t0)
+			}
+		}
+		sh.flush(ctx, t0)
+		kept = append(kept, drain(out)...)
+	}
+	if len(kept) != rounds*traces/2 {
+		t.Fatalf("kept %d traces, want %d", len(kept), rounds*traces/2)
+	}
+	for _, k := range kept {
+		for i := range k.Spans {
+			if !bytes.Equal(k.Spans[i].Raw, fill(k.ID, i)) {
+				t.Fatalf("trace %x span %d: bytes changed after its trace left the shard", k.ID, i)
+			}
+		}
+	}
+	// One round is 150 KB, three chunks; a chunk or two more for the
+	// round boundary.
+	if a := &sh.arena; a.bumped > 5 || a.live != 0 {
+		t.Errorf("arena used %d chunks with %d still live for rounds of 3 chunks, want at most 5 and 0", a.bumped, a.live)
+	}
+}
