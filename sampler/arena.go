@@ -2,6 +2,7 @@ package sampler
 
 import (
 	"bytes"
+	"time"
 	"unsafe"
 )
 
@@ -29,17 +30,19 @@ const (
 
 // spanArena hands out copies of span bytes packed into chunks.
 type spanArena struct {
-	mem     []byte  // the mapped region, nil until the first copy or when mapping failed
-	reserve int     // bytes to map on first use
-	failed  bool    // mapping failed: chunks come from the heap
-	bumped  int     // chunks of mem handed out at least once
-	refs    []int32 // per chunk of mem, the buffered spans in it
-	free    []int32 // chunks with no span, most recently freed last
-	cold    []int32 // free chunks whose memory went back to the system
-	cur     int32   // chunk being filled, -1 when none
-	used    int     // bytes of cur handed out
-	live    int     // chunks holding at least one span
-	heap    []byte  // chunk being filled when mem is unavailable or full
+	mem      []byte  // the mapped region, nil until the first copy or when mapping failed
+	reserve  int     // bytes to map on first use
+	failed   bool    // mapping failed: chunks come from the heap
+	bumped   int     // chunks of mem handed out at least once
+	refs     []int32 // per chunk of mem, the buffered spans in it
+	free     []int32 // chunks with no span, most recently freed last
+	cold     []int32 // free chunks whose memory went back to the system
+	cur      int32   // chunk being filled, -1 when none
+	used     int     // bytes of cur handed out
+	live     int     // chunks holding at least one span
+	minFree  int     // fewest free chunks since the last trim
+	nextTrim time.Time
+	heap     []byte // chunk being filled when mem is unavailable or full
 }
 
 func newSpanArena(reserve int) spanArena {
@@ -87,6 +90,7 @@ func (a *spanArena) nextChunk() bool {
 	case len(a.free) > 0:
 		a.cur = a.free[len(a.free)-1]
 		a.free = a.free[:len(a.free)-1]
+		a.minFree = min(a.minFree, len(a.free))
 	case len(a.cold) > 0:
 		a.cur = a.cold[len(a.cold)-1]
 		a.cold = a.cold[:len(a.cold)-1]
@@ -168,20 +172,28 @@ func (a *spanArena) detach(spans []Span) {
 	}
 }
 
-// trim returns the memory of free chunks beyond a quarter of the live ones
-// (at least 16) to the system, the longest unused first, so a burst's peak
-// does not stay resident.
-func (a *spanArena) trim() {
-	keep := max(16, a.live/4)
-	if len(a.free) <= keep {
+// arenaTrimInterval is how often a shard returns unused chunks to the
+// system.
+const arenaTrimInterval = 10 * time.Second
+
+// trim returns to the system, every arenaTrimInterval, the free chunks
+// that stayed free throughout the last interval (the fewest free at any
+// point), the longest unused first. Memory freed and filled again within
+// an interval, the buffer's ebb and flow as traces are decided, stays
+// resident and is not faulted in again; a burst's peak is given back once
+// it has passed.
+func (a *spanArena) trim(now time.Time) {
+	if now.Before(a.nextTrim) {
 		return
 	}
-	n := len(a.free) - keep
+	a.nextTrim = now.Add(arenaTrimInterval)
+	n := min(a.minFree, len(a.free))
 	for _, c := range a.free[:n] {
 		releaseArena(a.mem[int(c)*arenaChunk : int(c+1)*arenaChunk])
 	}
 	a.cold = append(a.cold, a.free[:n]...)
 	a.free = a.free[:copy(a.free, a.free[n:])]
+	a.minFree = len(a.free)
 }
 
 // close unmaps the region if no buffered span is in it.

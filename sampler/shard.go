@@ -257,7 +257,7 @@ func (sh *shard) expire(ctx context.Context, now time.Time) {
 		}
 	}
 	sh.compactAge()
-	sh.arena.trim()
+	sh.arena.trim(sh.wall)
 	sh.publish()
 	for id, k := range sh.late {
 		delete(sh.late, id)
