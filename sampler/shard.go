@@ -15,11 +15,15 @@ const (
 	causeShutdown = "shutdown" // Flush at the end of a run
 )
 
-// buffered is a trace being buffered by a shard.
+// buffered is a trace being buffered by a shard. Its spans are in the
+// shard's arena, a list from head to tail; Trace.Spans is filled from it
+// when the trace is decided or set aside.
 type buffered struct {
 	Trace
-	decided bool
-	inQuiet bool // has an entry in the quiet heap
+	head, tail spanRef
+	n          int // spans buffered
+	decided    bool
+	inQuiet    bool // has an entry in the quiet heap
 }
 
 // shard owns a part of the trace ID space: its trace table, completion
@@ -52,8 +56,10 @@ type shard struct {
 	// when an InputClock is configured).
 	wall time.Time
 
-	arena     spanArena
-	freeSpans [][]Span // span slices of dropped traces, for new traces
+	arena   spanArena
+	scopes  ptrTable[Scope]   // scopes of buffered spans
+	srcs    ptrTable[Pending] // input units of buffered spans
+	scratch []Span            // spans of a trace being decided and dropped
 
 	// Changes to the buffer gauges and to Sampler.bufferedBytes not yet
 	// published: the shard adds them up per span and publishes them once
@@ -61,37 +67,6 @@ type shard struct {
 	// publishBytes have accumulated (publish), so the per-span path rarely
 	// touches memory shared with the other shards.
 	dSpans, dBytes, dTraces int64
-}
-
-// maxFreeSpans bounds the recycled span slices a shard keeps, and
-// maxRecycledCap the size of one: a trace of thousands of spans gives its
-// slice back to the garbage collector.
-const (
-	maxFreeSpans   = 4096
-	maxRecycledCap = 64
-)
-
-// newSpans returns an empty span slice for a new trace: a dropped trace's,
-// or a fresh one with room for a few spans (traces of one or two spans are
-// rare; starting at 4 saves two grow-and-copy steps on most traces).
-func (sh *shard) newSpans() []Span {
-	if n := len(sh.freeSpans); n > 0 {
-		s := sh.freeSpans[n-1]
-		sh.freeSpans[n-1] = nil
-		sh.freeSpans = sh.freeSpans[:n-1]
-		return s
-	}
-	return make([]Span, 0, 4)
-}
-
-// recycleSpans keeps the slice of a trace that left the buffer without its
-// spans going anywhere (dropped, or handed off by value).
-func (sh *shard) recycleSpans(s []Span) {
-	if cap(s) > maxRecycledCap || len(sh.freeSpans) >= maxFreeSpans {
-		return
-	}
-	clear(s)
-	sh.freeSpans = append(sh.freeSpans, s[:0])
 }
 
 // publishBytes bounds how far Sampler.bufferedBytes, which pauses input near
@@ -148,15 +123,18 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 	}
 	if b == nil {
 		b = &buffered{}
-		b.Spans = sh.newSpans()
 		b.reset(it.TraceID, now)
 		sh.traces[it.TraceID] = b
 		sh.byAge = append(sh.byAge, b)
 		sh.dTraces++
 	}
-	sp := it.Span
-	sp.Raw = sh.arena.copy(sp.Raw)
-	b.add(sp, now)
+	sp := &it.Span
+	b.observe(sp, b.n, now)
+	b.tail = sh.store(sp, b.tail)
+	if b.head == 0 {
+		b.head = b.tail
+	}
+	b.n++
 	n := int64(len(sp.Raw))
 	sh.bytes += n
 	sh.dSpans++
@@ -169,7 +147,7 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 		b.inQuiet = true
 		heap.Push(&sh.quiet, quietEntry{due: now.Add(sh.cfg.QuietPeriod), b: b})
 	}
-	if len(b.Spans) >= sh.cfg.MaxSpansPerTrace {
+	if b.n >= sh.cfg.MaxSpansPerTrace {
 		sh.decide(ctx, b, now, causeSpans)
 	}
 	for sh.bytes > sh.cfg.MaxBufferedBytes/int64(sh.cfg.Shards) {
@@ -290,17 +268,17 @@ func (sh *shard) setAside(b *buffered) {
 	b.decided = true // skipped by byAge and the quiet heap from now on
 	delete(sh.traces, b.ID)
 	sh.release(b)
-	sh.arena.detach(b.Spans)
-	sh.s.putAside(b.ID, b.Spans)
-	sh.recycleSpans(b.Spans)
-	b.Spans = nil
+	spans := sh.spansOf(b, make([]Span, 0, b.n))
+	ownSpans(spans)
+	sh.dropSpans(b)
+	sh.s.putAside(b.ID, spans)
 }
 
 // release removes b's bytes and spans from the buffer accounting.
 func (sh *shard) release(b *buffered) {
 	sh.bytes -= int64(b.Bytes)
 	sh.dTraces--
-	sh.dSpans -= int64(len(b.Spans))
+	sh.dSpans -= int64(b.n)
 	sh.dBytes -= int64(b.Bytes)
 }
 
@@ -317,6 +295,8 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 	b.decided = true
 	delete(sh.traces, b.ID)
 	sh.release(b)
+	sh.scratch = sh.spansOf(b, sh.scratch[:0])
+	b.Spans = sh.scratch
 	m := sh.s.m
 	m.completed.WithLabelValues(cause).Inc()
 	m.decisionWait.Observe(now.Sub(b.FirstSeen).Seconds())
@@ -336,10 +316,10 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 			if src := b.Spans[i].Src; src != nil {
 				src.Done()
 			}
-			sh.arena.release(b.Spans[i].Raw)
 		}
-		sh.recycleSpans(b.Spans)
+		clear(b.Spans)
 		b.Spans = nil
+		sh.dropSpans(b)
 		return
 	}
 	m.decided.WithLabelValues("keep", v.Reason).Inc()
@@ -356,9 +336,11 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 		HasError:    b.HasError(),
 	}
 	sh.cache.addKept(b.ID, &decided{verdict: v, summary: *k})
-	sh.arena.detach(b.Spans)
-	k.Spans = b.Spans
+	k.Spans = append([]Span(nil), b.Spans...)
+	ownSpans(k.Spans)
+	clear(b.Spans)
 	b.Spans = nil
+	sh.dropSpans(b)
 	sh.emit(ctx, k)
 }
 

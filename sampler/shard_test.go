@@ -494,15 +494,13 @@ func (evenKept) Decide(t *Trace) Verdict {
 
 // TestShardArenaReusesChunks checks the shard's span arena: chunks freed by
 // decided traces are filled again, so a steady stream buffers in a few
-// chunks however many spans pass, and the bytes of kept traces, which leave
-// the shard, stay as they were while the chunks they came from are reused.
+// chunks however many spans pass, the bytes of kept traces, which leave the
+// shard, stay as they were while the chunks they came from are reused, and
+// the scopes and input units of decided spans are let go.
 func TestShardArenaReusesChunks(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Unix(1_700_000_000, 0)
 	sh, out := testShard(t, Config{Shards: 1}, evenKept{})
-	if reserveArena(arenaChunk) == nil {
-		t.Skip("no mapped arena on this platform: chunks are on the heap")
-	}
 	fill := func(id TraceID, i int) []byte {
 		b := make([]byte, 300)
 		for j := range b {
@@ -534,9 +532,12 @@ func TestShardArenaReusesChunks(t *testing.T) {
 			}
 		}
 	}
-	// One round is 150 KB, three chunks; a chunk or two more for the
-	// round boundary.
-	if a := &sh.arena; a.bumped > 5 || a.live != 0 {
-		t.Errorf("arena used %d chunks with %d still live for rounds of 3 chunks, want at most 5 and 0", a.bumped, a.live)
+	// One round is 170 KB with the span records, three chunks; a chunk
+	// or two more for the round boundary.
+	if a := &sh.arena; len(a.chunks) > 5 || a.live != 0 {
+		t.Errorf("arena used %d chunks with %d still live for rounds of 3 chunks, want at most 5 and 0", len(a.chunks), a.live)
+	}
+	if len(sh.scopes.index) != 0 || len(sh.srcs.index) != 0 {
+		t.Errorf("%d scopes and %d input units still referenced with nothing buffered", len(sh.scopes.index), len(sh.srcs.index))
 	}
 }

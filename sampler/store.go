@@ -1,0 +1,141 @@
+package sampler
+
+import "unsafe"
+
+// spanRecord is a buffered span in its shard's arena, followed there by
+// its encoded bytes. It holds no Go pointers (see spanArena).
+type spanRecord struct {
+	start, end int64
+	next       spanRef // the trace's next span, 0 for the last
+	n          uint32  // length of the encoded bytes that follow
+	scope      uint32  // index in the shard's scope table
+	src        uint32  // index in the shard's input unit table
+	flags      uint8
+}
+
+const recordSize = int(unsafe.Sizeof(spanRecord{}))
+
+func recordAt(b []byte) *spanRecord { return (*spanRecord)(unsafe.Pointer(unsafe.SliceData(b))) }
+
+// ptrTable gives the pointers that buffered spans share (scopes, input
+// units) small indexes, so span records need not hold pointers, and keeps
+// each alive while a buffered span refers to it. Index 0 is nil.
+type ptrTable[T any] struct {
+	items  []*T
+	refs   []int32
+	unused []uint32
+	index  map[*T]uint32
+	last   *T // most spans in a row share a pointer: it skips the map
+	lastI  uint32
+}
+
+// ref returns p's index, counting one more reference.
+func (t *ptrTable[T]) ref(p *T) uint32 {
+	if p == nil {
+		return 0
+	}
+	if p != t.last {
+		i, ok := t.index[p]
+		if !ok {
+			if t.index == nil {
+				t.index = make(map[*T]uint32)
+				t.items, t.refs = append(t.items, nil), append(t.refs, 0)
+			}
+			if k := len(t.unused); k > 0 {
+				i = t.unused[k-1]
+				t.unused = t.unused[:k-1]
+				t.items[i] = p
+			} else {
+				i = uint32(len(t.items))
+				t.items, t.refs = append(t.items, p), append(t.refs, 0)
+			}
+			t.index[p] = i
+		}
+		t.last, t.lastI = p, i
+	}
+	t.refs[t.lastI]++
+	return t.lastI
+}
+
+func (t *ptrTable[T]) get(i uint32) *T {
+	if i == 0 {
+		return nil
+	}
+	return t.items[i]
+}
+
+// unref drops one reference to index i.
+func (t *ptrTable[T]) unref(i uint32) {
+	if i == 0 {
+		return
+	}
+	if t.refs[i]--; t.refs[i] > 0 {
+		return
+	}
+	p := t.items[i]
+	delete(t.index, p)
+	if t.last == p {
+		t.last = nil
+	}
+	t.items[i] = nil
+	t.unused = append(t.unused, i)
+}
+
+// store copies s into the arena, as the trace's span after tail (0 for
+// the first), and returns its reference.
+func (sh *shard) store(s *Span, tail spanRef) spanRef {
+	ref, room := sh.arena.alloc(recordSize + len(s.Raw))
+	*recordAt(room) = spanRecord{
+		start: s.Start, end: s.End, n: uint32(len(s.Raw)), flags: s.Flags,
+		scope: sh.scopes.ref(s.Scope), src: sh.srcs.ref(s.Src),
+	}
+	copy(room[recordSize:], s.Raw)
+	if tail != 0 {
+		recordAt(sh.arena.at(tail)).next = ref
+	}
+	return ref
+}
+
+// spansOf appends b's buffered spans to dst, in arrival order. Their Raw
+// points into the arena: valid until dropSpans, on the shard goroutine.
+func (sh *shard) spansOf(b *buffered, dst []Span) []Span {
+	for r := b.head; r != 0; {
+		room := sh.arena.at(r)
+		rec := recordAt(room)
+		n := recordSize + int(rec.n)
+		dst = append(dst, Span{
+			Raw: room[recordSize:n:n], Scope: sh.scopes.get(rec.scope), Src: sh.srcs.get(rec.src),
+			Start: rec.start, End: rec.end, Flags: rec.flags,
+		})
+		r = rec.next
+	}
+	return dst
+}
+
+// dropSpans frees b's buffered spans.
+func (sh *shard) dropSpans(b *buffered) {
+	for r := b.head; r != 0; {
+		rec := recordAt(sh.arena.at(r))
+		next := rec.next
+		sh.scopes.unref(rec.scope)
+		sh.srcs.unref(rec.src)
+		sh.arena.release(r)
+		r = next
+	}
+	b.head, b.tail = 0, 0
+}
+
+// ownSpans gives spans leaving the shard heap copies of their bytes, in one
+// allocation.
+func ownSpans(spans []Span) {
+	n := 0
+	for i := range spans {
+		n += len(spans[i].Raw)
+	}
+	buf := make([]byte, 0, n)
+	for i := range spans {
+		off := len(buf)
+		buf = append(buf, spans[i].Raw...)
+		spans[i].Raw = buf[off:len(buf):len(buf)]
+	}
+}
