@@ -15,15 +15,48 @@ const (
 	causeShutdown = "shutdown" // Flush at the end of a run
 )
 
-// buffered is a trace being buffered by a shard. Its spans are in the
-// shard's arena, a list from head to tail; Trace.Spans is filled from it
-// when the trace is decided or set aside.
+// buffered is a trace being buffered by a shard: what Trace holds, kept
+// small (there is one per buffered trace). Its spans are in the shard's
+// arena, a list from head to tail; a Trace is made from it when the trace
+// is decided (shard.trace).
 type buffered struct {
-	Trace
-	head, tail spanRef
-	n          int // spans buffered
-	decided    bool
-	inQuiet    bool // has an entry in the quiet heap
+	id               TraceID
+	first, last      int64 // Unix nanoseconds: Trace.FirstSeen, Trace.LastSeen
+	minStart, maxEnd int64
+	bytes            int64
+	head, tail       spanRef
+	n                int32 // spans buffered
+	root             int32 // number of the first root span, -1 when none
+	hasError         bool
+	decided          bool
+	inQuiet          bool // has an entry in the quiet heap
+}
+
+// observe updates b with s, its next span, arriving at now.
+func (b *buffered) observe(s *Span, now int64) {
+	if s.Root() && b.root < 0 {
+		b.root = b.n
+	}
+	if s.Error() {
+		b.hasError = true
+	}
+	if b.n == 0 || s.Start < b.minStart {
+		b.minStart = s.Start
+	}
+	if b.n == 0 || s.End > b.maxEnd {
+		b.maxEnd = s.End
+	}
+	b.bytes += int64(len(s.Raw))
+	b.last = max(b.last, now)
+}
+
+// trace returns b as a Trace with spans, valid until the next call.
+func (sh *shard) trace(b *buffered, spans []Span) *Trace {
+	sh.tr = Trace{
+		ID: b.id, Spans: spans, FirstSeen: time.Unix(0, b.first), LastSeen: time.Unix(0, b.last), Bytes: int(b.bytes),
+		root: b.root, hasError: b.hasError, minStart: b.minStart, maxEnd: b.maxEnd,
+	}
+	return &sh.tr
 }
 
 // shard owns a part of the trace ID space: its trace table, completion
@@ -60,6 +93,7 @@ type shard struct {
 	scopes  ptrTable[Scope]   // scopes of buffered spans
 	srcs    ptrTable[Pending] // input units of buffered spans
 	scratch []Span            // spans of a trace being decided and dropped
+	tr      Trace             // the trace being decided
 
 	// Changes to the buffer gauges and to Sampler.bufferedBytes not yet
 	// published: the shard adds them up per span and publishes them once
@@ -121,15 +155,15 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 		sh.s.putAside(it.TraceID, []Span{it.Span})
 		return
 	}
+	at := now.UnixNano()
 	if b == nil {
-		b = &buffered{}
-		b.reset(it.TraceID, now)
+		b = &buffered{id: it.TraceID, first: at, last: at, root: -1}
 		sh.traces[it.TraceID] = b
 		sh.byAge = append(sh.byAge, b)
 		sh.dTraces++
 	}
 	sp := &it.Span
-	b.observe(sp, b.n, now)
+	b.observe(sp, at)
 	b.tail = sh.store(sp, b.tail)
 	if b.head == 0 {
 		b.head = b.tail
@@ -145,9 +179,9 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 
 	if b.root >= 0 && !b.inQuiet {
 		b.inQuiet = true
-		heap.Push(&sh.quiet, quietEntry{due: now.Add(sh.cfg.QuietPeriod), b: b})
+		heap.Push(&sh.quiet, quietEntry{due: at + int64(sh.cfg.QuietPeriod), b: b})
 	}
-	if b.n >= sh.cfg.MaxSpansPerTrace {
+	if int(b.n) >= sh.cfg.MaxSpansPerTrace {
 		sh.decide(ctx, b, now, causeSpans)
 	}
 	for sh.bytes > sh.cfg.MaxBufferedBytes/int64(sh.cfg.Shards) {
@@ -200,24 +234,25 @@ func (sh *shard) oldest() *buffered {
 
 // expire decides every trace that is complete at now, and flushes late spans.
 func (sh *shard) expire(ctx context.Context, now time.Time) {
-	for len(sh.quiet) > 0 && !sh.quiet[0].due.After(now) {
+	at := now.UnixNano()
+	for len(sh.quiet) > 0 && sh.quiet[0].due <= at {
 		e := heap.Pop(&sh.quiet).(quietEntry)
 		b := e.b
 		b.inQuiet = false
 		if b.decided {
 			continue
 		}
-		if due := b.LastSeen.Add(sh.cfg.QuietPeriod); due.After(now) {
+		if due := b.last + int64(sh.cfg.QuietPeriod); due > at {
 			b.inQuiet = true
 			heap.Push(&sh.quiet, quietEntry{due: due, b: b})
 			continue
 		}
 		sh.decide(ctx, b, now, causeQuiet)
 	}
-	deadline := now.Add(-sh.cfg.MaxWait)
+	deadline := at - int64(sh.cfg.MaxWait)
 	for {
 		b := sh.oldest()
-		if b == nil || b.FirstSeen.After(deadline) {
+		if b == nil || b.first > deadline {
 			break
 		}
 		sh.decide(ctx, b, now, causeMaxWait)
@@ -266,20 +301,20 @@ func (sh *shard) handoff() {
 // the trace's owner.
 func (sh *shard) setAside(b *buffered) {
 	b.decided = true // skipped by byAge and the quiet heap from now on
-	delete(sh.traces, b.ID)
+	delete(sh.traces, b.id)
 	sh.release(b)
 	spans := sh.spansOf(b, make([]Span, 0, b.n))
 	ownSpans(spans)
 	sh.dropSpans(b)
-	sh.s.putAside(b.ID, spans)
+	sh.s.putAside(b.id, spans)
 }
 
 // release removes b's bytes and spans from the buffer accounting.
 func (sh *shard) release(b *buffered) {
-	sh.bytes -= int64(b.Bytes)
+	sh.bytes -= b.bytes
 	sh.dTraces--
 	sh.dSpans -= int64(b.n)
-	sh.dBytes -= int64(b.Bytes)
+	sh.dBytes -= b.bytes
 }
 
 // decide runs the policy on b and sends it on or settles it. A trace this
@@ -288,59 +323,58 @@ func (sh *shard) release(b *buffered) {
 // while its owner decides the rest splits it. It is set aside for the
 // owner instead; that also frees its memory.
 func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause string) {
-	if !sh.s.owns(&b.ID) {
+	if !sh.s.owns(&b.id) {
 		sh.setAside(b)
 		return
 	}
 	b.decided = true
-	delete(sh.traces, b.ID)
+	delete(sh.traces, b.id)
 	sh.release(b)
 	sh.scratch = sh.spansOf(b, sh.scratch[:0])
-	b.Spans = sh.scratch
+	t := sh.trace(b, sh.scratch)
+	defer func() {
+		clear(sh.scratch)
+		sh.tr = Trace{}
+		sh.dropSpans(b)
+	}()
 	m := sh.s.m
 	m.completed.WithLabelValues(cause).Inc()
-	m.decisionWait.Observe(now.Sub(b.FirstSeen).Seconds())
+	m.decisionWait.Observe(now.Sub(t.FirstSeen).Seconds())
 	if b.root < 0 {
 		m.noRoot.Inc()
 	}
-	if n := orphanSpans(b.Spans, &sh.ids); n > 0 {
+	if n := orphanSpans(t.Spans, &sh.ids); n > 0 {
 		m.orphanSpans.Add(float64(n))
 	}
 
-	v := sh.s.policy().Decide(&b.Trace)
+	v := sh.s.policy().Decide(t)
 	if v.Decision != Keep {
 		m.decided.WithLabelValues("drop", v.Reason).Inc()
-		m.spansDropped.Add(float64(len(b.Spans)))
-		sh.cache.addDropped(b.ID)
-		for i := range b.Spans {
-			if src := b.Spans[i].Src; src != nil {
+		m.spansDropped.Add(float64(len(t.Spans)))
+		sh.cache.addDropped(b.id)
+		for i := range t.Spans {
+			if src := t.Spans[i].Src; src != nil {
 				src.Done()
 			}
 		}
-		clear(b.Spans)
-		b.Spans = nil
-		sh.dropSpans(b)
 		return
 	}
 	m.decided.WithLabelValues("keep", v.Reason).Inc()
 	k := &Kept{
-		ID:          b.ID,
+		ID:          b.id,
 		SampleRate:  v.SampleRate,
 		Reason:      v.Reason,
 		DecidedAt:   sh.decidedAt(now),
-		RootService: b.RootService(),
-		RootName:    b.RootName(),
-		Start:       b.Start(),
-		DurationNs:  int64(b.Duration()),
-		SpanCount:   len(b.Spans),
-		HasError:    b.HasError(),
+		RootService: t.RootService(),
+		RootName:    t.RootName(),
+		Start:       t.Start(),
+		DurationNs:  int64(t.Duration()),
+		SpanCount:   len(t.Spans),
+		HasError:    t.HasError(),
 	}
-	sh.cache.addKept(b.ID, &decided{verdict: v, summary: *k})
-	k.Spans = append([]Span(nil), b.Spans...)
+	sh.cache.addKept(b.id, &decided{verdict: v, summary: *k})
+	k.Spans = append([]Span(nil), t.Spans...)
 	ownSpans(k.Spans)
-	clear(b.Spans)
-	b.Spans = nil
-	sh.dropSpans(b)
 	sh.emit(ctx, k)
 }
 
@@ -373,7 +407,7 @@ func (sh *shard) flush(ctx context.Context, now time.Time) {
 }
 
 type quietEntry struct {
-	due time.Time
+	due int64 // Unix nanoseconds
 	b   *buffered
 }
 
@@ -383,7 +417,7 @@ type quietEntry struct {
 type quietHeap []quietEntry
 
 func (h quietHeap) Len() int           { return len(h) }
-func (h quietHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h quietHeap) Less(i, j int) bool { return h[i].due < h[j].due }
 func (h quietHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *quietHeap) Push(x any)        { *h = append(*h, x.(quietEntry)) }
 func (h *quietHeap) Pop() any {

@@ -27,24 +27,19 @@ func (t *Trace) reset(id TraceID, now time.Time) {
 }
 
 func (t *Trace) add(s Span, now time.Time) {
-	t.observe(&s, len(t.Spans), now)
-	t.Spans = append(t.Spans, s)
-}
-
-// observe updates what t knows of its spans with s, its span number i.
-func (t *Trace) observe(s *Span, i int, now time.Time) {
 	if s.Root() && t.root < 0 {
-		t.root = int32(i)
+		t.root = int32(len(t.Spans))
 	}
 	if s.Error() {
 		t.hasError = true
 	}
-	if i == 0 || s.Start < t.minStart {
+	if len(t.Spans) == 0 || s.Start < t.minStart {
 		t.minStart = s.Start
 	}
-	if i == 0 || s.End > t.maxEnd {
+	if len(t.Spans) == 0 || s.End > t.maxEnd {
 		t.maxEnd = s.End
 	}
+	t.Spans = append(t.Spans, s)
 	t.Bytes += len(s.Raw)
 	if now.After(t.LastSeen) {
 		t.LastSeen = now
