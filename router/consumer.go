@@ -283,7 +283,7 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 		// Poll for at most a commit interval, so offsets settled while the
 		// topic is idle are still committed.
 		pctx, cancel := context.WithTimeout(ctx, c.cfg.CommitInterval)
-		fetches := c.client.PollRecords(pctx, 5000)
+		fetches := c.client.PollRecords(pctx, pollRecords)
 		cancel()
 		if fetches.IsClientClosed() {
 			break
@@ -347,6 +347,14 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 	c.updateGauges()
 	return nil
 }
+
+// pollRecords is how many records one poll takes. Their spans are handed
+// on as one batch of sampler.Items (80 bytes a span, 50 spans a record from
+// the Collector's exporter by default), live until the shards have buffered
+// them: 1,000 records keep that near 4 MB, where the garbage collector's
+// growth allowance doubles whatever is live. Polls are cheap; fetches from
+// Kafka are sized apart from them.
+const pollRecords = 1000
 
 // waitForRoom blocks while too many records are in flight, or the sampler
 // is full.
