@@ -62,10 +62,10 @@ func newSpanArena(reserve int) spanArena {
 	return spanArena{reserve: (reserve + arenaChunk - 1) / arenaChunk * arenaChunk, cur: -1}
 }
 
-// alloc returns a reference to n bytes of room, rounded up to a multiple of
-// 8, and the room itself. The room's chunk counts one more record.
+// alloc returns a reference to n bytes of room, 4-byte aligned, and the
+// room itself. The room's chunk counts one more record. Room for more than
+// a quarter chunk is a chunk of its own, of exactly n bytes.
 func (a *spanArena) alloc(n int) (spanRef, []byte) {
-	n = (n + 7) &^ 7
 	if n > arenaChunk/4 {
 		i := a.index(make([]byte, n))
 		a.pin(i)
@@ -75,7 +75,7 @@ func (a *spanArena) alloc(n int) (spanRef, []byte) {
 		a.nextChunk()
 	}
 	off := a.used
-	a.used += n
+	a.used += (n + 3) &^ 3
 	a.pin(a.cur)
 	return spanRef(uint64(a.cur+1)<<32 | uint64(off)), a.chunks[a.cur][off : off+n : off+n]
 }
@@ -143,7 +143,7 @@ func (a *spanArena) release(r spanRef) {
 	}
 	a.live--
 	switch {
-	case len(a.chunks[i]) != arenaChunk: // a large span's own chunk
+	case len(a.chunks[i]) != arenaChunk || cap(a.chunks[i]) != arenaChunk: // a large span's own chunk
 		a.chunks[i] = nil
 		a.unused = append(a.unused, int32(i))
 	case i == a.cur:

@@ -541,3 +541,25 @@ func TestShardArenaReusesChunks(t *testing.T) {
 		t.Errorf("%d scopes and %d input units still referenced with nothing buffered", len(sh.scopes.index), len(sh.srcs.index))
 	}
 }
+
+// TestShardHugeSpan checks a span too long for a span record's length
+// field: its length comes from the chunk it has to itself.
+func TestShardHugeSpan(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+	sh, out := testShard(t, Config{Shards: 1}, keepAll)
+	it := item(tid(1), true, true, nil)
+	it.Span.Raw = make([]byte, bigLen+10)
+	it.Span.Raw[len(it.Span.Raw)-1] = 7
+	it.Span.Start, it.Span.End = -5, 1<<40
+	sh.add(ctx, &it, t0)
+	sh.flush(ctx, t0)
+	ks := drain(out)
+	if len(ks) != 1 || len(ks[0].Spans) != 1 {
+		t.Fatalf("got %d kept traces, want 1 with 1 span", len(ks))
+	}
+	sp := ks[0].Spans[0]
+	if !bytes.Equal(sp.Raw, it.Span.Raw) || sp.Start != -5 || sp.End != 1<<40 || !sp.Root() || !sp.Error() {
+		t.Errorf("span of %d bytes came back as %d bytes, start %d, end %d, flags %b", len(it.Span.Raw), len(sp.Raw), sp.Start, sp.End, sp.Flags)
+	}
+}

@@ -3,19 +3,26 @@ package sampler
 import "unsafe"
 
 // spanRecord is a buffered span in its shard's arena, followed there by
-// its encoded bytes. It holds no Go pointers (see spanArena).
+// its encoded bytes. It holds no Go pointers (see spanArena), and only
+// 32-bit fields, so records and bytes pack at 4-byte alignment.
 type spanRecord struct {
-	start, end int64
-	next       spanRef // the trace's next span, 0 for the last
-	n          uint32  // length of the encoded bytes that follow
-	scope      uint32  // index in the shard's scope table
-	src        uint32  // index in the shard's input unit table
-	flags      uint8
+	start, end [2]uint32 // Span.Start, Span.End, low half first
+	next       [2]uint32 // the trace's next span (a spanRef), 0 for the last
+	nFlags     uint32    // length of the encoded bytes that follow (bigLen if larger), then Span.Flags in the top byte
+	scope      uint32    // index in the shard's scope table
+	src        uint32    // index in the shard's input unit table
 }
+
+// bigLen in spanRecord.nFlags means the span's length is its chunk's (a
+// span this large has a chunk of its own, see spanArena.alloc).
+const bigLen = 1<<24 - 1
 
 const recordSize = int(unsafe.Sizeof(spanRecord{}))
 
 func recordAt(b []byte) *spanRecord { return (*spanRecord)(unsafe.Pointer(unsafe.SliceData(b))) }
+
+func split64(v uint64) [2]uint32 { return [2]uint32{uint32(v), uint32(v >> 32)} }
+func join64(h [2]uint32) uint64  { return uint64(h[0]) | uint64(h[1])<<32 }
 
 // ptrTable gives the pointers that buffered spans share (scopes, input
 // units) small indexes, so span records need not hold pointers, and keeps
@@ -86,12 +93,13 @@ func (t *ptrTable[T]) unref(i uint32) {
 func (sh *shard) store(s *Span, tail spanRef) spanRef {
 	ref, room := sh.arena.alloc(recordSize + len(s.Raw))
 	*recordAt(room) = spanRecord{
-		start: s.Start, end: s.End, n: uint32(len(s.Raw)), flags: s.Flags,
-		scope: sh.scopes.ref(s.Scope), src: sh.srcs.ref(s.Src),
+		start: split64(uint64(s.Start)), end: split64(uint64(s.End)),
+		nFlags: uint32(min(len(s.Raw), bigLen)) | uint32(s.Flags)<<24,
+		scope:  sh.scopes.ref(s.Scope), src: sh.srcs.ref(s.Src),
 	}
 	copy(room[recordSize:], s.Raw)
 	if tail != 0 {
-		recordAt(sh.arena.at(tail)).next = ref
+		recordAt(sh.arena.at(tail)).next = split64(uint64(ref))
 	}
 	return ref
 }
@@ -102,12 +110,15 @@ func (sh *shard) spansOf(b *buffered, dst []Span) []Span {
 	for r := b.head; r != 0; {
 		room := sh.arena.at(r)
 		rec := recordAt(room)
-		n := recordSize + int(rec.n)
+		n := len(room)
+		if l := int(rec.nFlags & bigLen); l != bigLen {
+			n = recordSize + l
+		}
 		dst = append(dst, Span{
 			Raw: room[recordSize:n:n], Scope: sh.scopes.get(rec.scope), Src: sh.srcs.get(rec.src),
-			Start: rec.start, End: rec.end, Flags: rec.flags,
+			Start: int64(join64(rec.start)), End: int64(join64(rec.end)), Flags: uint8(rec.nFlags >> 24),
 		})
-		r = rec.next
+		r = spanRef(join64(rec.next))
 	}
 	return dst
 }
@@ -116,7 +127,7 @@ func (sh *shard) spansOf(b *buffered, dst []Span) []Span {
 func (sh *shard) dropSpans(b *buffered) {
 	for r := b.head; r != 0; {
 		rec := recordAt(sh.arena.at(r))
-		next := rec.next
+		next := spanRef(join64(rec.next))
 		sh.scopes.unref(rec.scope)
 		sh.srcs.unref(rec.src)
 		sh.arena.release(r)
