@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/parquet-go/parquet-go"
-	"golang.org/x/sys/unix"
 )
 
 // CompactResult is what compacting one partition did.
@@ -129,7 +128,7 @@ func (d *dirStore) swapPartition(prefix string, outputs, oldKeys []string) error
 	if err := syncDir(next); err != nil {
 		return err
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, next, unix.AT_FDCWD, dir, unix.RENAME_EXCHANGE); err != nil {
+	if err := exchangeDirs(next, dir); err != nil {
 		return fmt.Errorf("exchanging %s with its compacted version: %w", dir, err)
 	}
 	if err := syncDir(filepath.Dir(dir)); err != nil {
