@@ -122,6 +122,10 @@ type Sampler struct {
 	asideMu     sync.Mutex
 	aside       []Item
 	asideOldest int64
+	// asideDecisions are kept decisions for traces this node no longer
+	// owns, moved out of the shards' caches for the caller to send to the
+	// owners (TakeAsideDecisions).
+	asideDecisions []KeptDecision
 }
 
 type ownerBox struct{ mine func(*TraceID) bool }
@@ -157,8 +161,10 @@ func (s *Sampler) policy() Policy { return s.pol.Load().p }
 // the change: from then on the shards never decide a trace the test
 // rejects, nor buffer new spans of one. They set its spans aside for
 // TakeAside, so a trace is decided in one place only, by its owner, even
-// while the old owner has not yet handed it over. A trace decided here
-// before the change keeps its decision for late spans that still arrive.
+// while the old owner has not yet handed it over. The decision for a kept
+// trace decided here before the change moves out of the cache at the
+// shard's next tick (or in Handoff), for TakeAsideDecisions; until then
+// late spans that arrive here still follow it. Decisions to drop stay.
 func (s *Sampler) SetOwner(mine func(*TraceID) bool) {
 	if mine == nil {
 		s.owner.Store(nil)
@@ -304,8 +310,9 @@ func (s *Sampler) Expire(ctx context.Context) error {
 // Handoff removes every buffered trace this node no longer owns (see
 // SetOwner) and returns its spans, with those already set aside, still
 // unsettled, for the caller to send to the trace's new owner. Used when the
-// ring changes, and for all traces when this node leaves. Decisions already
-// made stay in this node's cache.
+// ring changes, and for all traces when this node leaves. Kept decisions
+// for traces it no longer owns are set aside too, for TakeAsideDecisions;
+// decisions to drop stay in this node's cache.
 func (s *Sampler) Handoff(ctx context.Context) ([]Item, error) {
 	if err := s.onShards(ctx, func(sh *shard, _ time.Time) { sh.handoff() }); err != nil {
 		return nil, err
@@ -404,6 +411,7 @@ func (sh *shard) loop(ctx context.Context, clock Clock) {
 					drained = true
 				}
 			}
+			sh.moveDecisions()
 			sh.expire(ctx, now)
 		case call := <-sh.ctl:
 			// Take what is queued first, so the call covers every Add

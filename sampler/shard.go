@@ -77,9 +77,10 @@ type shard struct {
 	// quiet unless another span comes.
 	quiet quietHeap
 
-	cache *decisionCache
-	late  map[TraceID]*Kept // late spans of kept traces, flushed each tick
-	ids   idScratch         // for counting orphan spans at decision
+	cache     *decisionCache
+	ownerSeen *ownerBox         // the ownership moveDecisions last applied to cache
+	late      map[TraceID]*Kept // late spans of kept traces, flushed each tick
+	ids       idScratch         // for counting orphan spans at decision
 
 	in  chan []Item
 	ctl chan shardCall
@@ -288,8 +289,10 @@ func (sh *shard) compactAge() {
 	}
 }
 
-// handoff sets aside every buffered trace this node no longer owns.
+// handoff sets aside every buffered trace, and every kept decision, this
+// node no longer owns.
 func (sh *shard) handoff() {
+	sh.moveDecisions()
 	for id, b := range sh.traces {
 		if !sh.s.owns(&id) {
 			sh.setAside(b)
