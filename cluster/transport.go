@@ -40,6 +40,15 @@ type Handler interface {
 	PeerLost(node string)
 }
 
+// DecisionsHandler is implemented by a Handler that takes the kept
+// decisions peers hand over after a ring change (SendDecisions). Without
+// it, such requests are refused and the sender logs it.
+type DecisionsHandler interface {
+	// HandleDecisions takes ownership of payload, the encoding of the
+	// decisions. Its error goes back to the sender.
+	HandleDecisions(ctx context.Context, from string, payload []byte) error
+}
+
 // TransportConfig configures a Transport.
 type TransportConfig struct {
 	// NodeID is this node's name in the ring; peers address it by it.
@@ -225,10 +234,32 @@ func (t *Transport) Send(ctx context.Context, to string, batch []byte, seq uint6
 	if len(batch) > t.cfg.MaxBatchBytes {
 		return fmt.Errorf("cluster: batch of %d bytes for %s exceeds max_batch_bytes %d", len(batch), to, t.cfg.MaxBatchBytes)
 	}
+	if err := t.sendPayload(ctx, to, frameBatch, seq, batch); err != nil {
+		return err
+	}
+	t.m.sentBatches.Inc()
+	t.m.sentRawBytes.Add(float64(len(batch)))
+	return nil
+}
+
+// SendDecisions delivers payload, kept decisions encoded by
+// sampler.AppendDecisions, to node to and returns once to's
+// DecisionsHandler took them. Unlike batches they are not acknowledged
+// later nor sent again: a lost payload only means late spans of those
+// traces are decided alone by their new owner.
+func (t *Transport) SendDecisions(ctx context.Context, to string, payload []byte) error {
+	if len(payload) > t.cfg.MaxBatchBytes {
+		return fmt.Errorf("cluster: decisions of %d bytes for %s exceed max_batch_bytes %d", len(payload), to, t.cfg.MaxBatchBytes)
+	}
+	return t.sendPayload(ctx, to, frameDecisions, 0, payload)
+}
+
+// sendPayload sends one batch or decisions frame and waits for its receipt.
+func (t *Transport) sendPayload(ctx context.Context, to string, typ byte, seq uint64, payload []byte) error {
 	err := t.request(ctx, to, func(c *clientConn, id uint64) error {
 		bp := t.getBuf()
 		defer t.bufs.Put(bp)
-		*bp = t.appendBatch((*bp)[:0], id, seq, batch)
+		*bp = t.appendPayload((*bp)[:0], typ, id, seq, payload)
 		if err := c.write(*bp, t.cfg.SendTimeout); err != nil {
 			return err
 		}
@@ -237,11 +268,8 @@ func (t *Transport) Send(ctx context.Context, to string, batch []byte, seq uint6
 	})
 	if err != nil {
 		t.m.sendErrors.Inc()
-		return err
 	}
-	t.m.sentBatches.Inc()
-	t.m.sentRawBytes.Add(float64(len(batch)))
-	return nil
+	return err
 }
 
 // Ack tells node to that this node settled the batches it sent with the
@@ -282,10 +310,10 @@ func (t *Transport) getBuf() *[]byte {
 	return &b
 }
 
-// appendBatch appends a batch frame, compressing the payload unless that
-// does not make it smaller.
-func (t *Transport) appendBatch(dst []byte, id, seq uint64, batch []byte) []byte {
-	dst, st := beginFrame(dst, frameBatch)
+// appendPayload appends a frame of type typ (batch or decisions),
+// compressing the payload unless that does not make it smaller.
+func (t *Transport) appendPayload(dst []byte, typ byte, id, seq uint64, batch []byte) []byte {
+	dst, st := beginFrame(dst, typ)
 	dst = binary.BigEndian.AppendUint64(dst, id)
 	dst = binary.BigEndian.AppendUint64(dst, seq)
 	if !t.cfg.noCompression {
@@ -712,6 +740,15 @@ func (t *Transport) serveConn(ctx context.Context, nc net.Conn) {
 			if herr == nil {
 				herr = t.h.Handle(ctx, from, batch, seq)
 				t.m.recvBatches.Inc()
+			}
+		case typ == frameDecisions && len(body) >= 17:
+			id = binary.BigEndian.Uint64(body)
+			var payload []byte
+			payload, herr = t.decodeBatch(body[16], body[17:])
+			if dh, ok := t.h.(DecisionsHandler); herr == nil && ok {
+				herr = dh.HandleDecisions(ctx, from, payload)
+			} else if herr == nil {
+				herr = errors.New("this node takes no decisions")
 			}
 		case typ == frameAck && len(body) >= 8 && len(body)%8 == 0:
 			id = binary.BigEndian.Uint64(body)

@@ -130,7 +130,7 @@ func BenchmarkTransportSend(b *testing.B) {
 					})
 				}
 				b.ReportMetric(float64(b.N)*spans/b.Elapsed().Seconds(), "spans/s")
-				wire := a.appendBatch(nil, 1, 1, batch)
+				wire := a.appendPayload(nil, frameBatch, 1, 1, batch)
 				b.ReportMetric(float64(len(wire))/float64(len(batch)), "wire/raw")
 			})
 		}

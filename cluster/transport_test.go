@@ -322,7 +322,7 @@ func TestTransportRefusesForgedProof(t *testing.T) {
 				t.Fatalf("got frame %d, %v; want a refusal containing %q", typ, err, c.want)
 			}
 			// Whatever follows is not read: the server hung up.
-			b = (&Transport{}).appendBatch(nil, 1, 1, []byte("spans"))
+			b = (&Transport{}).appendPayload(nil, frameBatch, 1, 1, []byte("spans"))
 			nc.Write(b)
 			if _, _, _, err := readFrame(br, nil, maxControlFrame); err == nil {
 				t.Fatal("server answered after refusing")

@@ -29,9 +29,10 @@ import (
 // then the client sends requests and the server answers each with a receipt
 // carrying the request's id, in any order:
 //
-//	batch    id, seq, encoding (0 raw, 1 s2 block), payload
-//	ack      id, seq...
-//	receipt  id, status (0 ok), message
+//	batch      id, seq, encoding (0 raw, 1 s2 block), payload
+//	ack        id, seq...
+//	receipt    id, status (0 ok), message
+//	decisions  id, 0, encoding, payload (sampler.AppendDecisions)
 //
 // Requests on one connection are handled in order. All integers are big
 // endian.
@@ -43,6 +44,7 @@ const (
 	frameBatch
 	frameAck
 	frameReceipt
+	frameDecisions
 )
 
 const (
