@@ -46,6 +46,7 @@ type clusterNode struct {
 	route *router.Route
 
 	ctx     context.Context // for hand-offs on membership changes
+	ring    atomic.Pointer[cluster.Ring]
 	last    map[string]string
 	onRing  func(r *cluster.Ring) // after each membership change
 	leaving bool
@@ -59,10 +60,21 @@ type clusterNode struct {
 }
 
 // handler is what the transport delivers to: batches to the receiver, acks
-// to the route.
+// to the route, kept decisions to the sampler.
 type handler struct {
 	*router.Receiver
 	*router.Route
+	smp *sampler.Sampler
+}
+
+// HandleDecisions adopts the kept decisions a peer hands over after a ring
+// change, for the traces this node now owns.
+func (h *handler) HandleDecisions(ctx context.Context, from string, payload []byte) error {
+	ds, err := sampler.DecodeDecisions(payload)
+	if err != nil {
+		return fmt.Errorf("decisions from %s: %w", from, err)
+	}
+	return h.smp.AdoptDecisions(ctx, ds)
 }
 
 func newClusterNode(c ClusterConfig, id string, smp *sampler.Sampler, wm *router.Watermarks, reg prometheus.Registerer, log *slog.Logger) (*clusterNode, error) {
@@ -76,7 +88,7 @@ func newClusterNode(c ClusterConfig, id string, smp *sampler.Sampler, wm *router
 	cn := &clusterNode{id: id, log: log.With("component", "cluster"), smp: smp, wm: wm}
 	rm := router.NewRouteMetrics(reg)
 	cn.rc = router.NewReceiver(smp, rm)
-	h := &handler{Receiver: cn.rc}
+	h := &handler{Receiver: cn.rc, smp: smp}
 	cn.tr, err = cluster.NewTransport(cluster.TransportConfig{
 		NodeID: id, ListenAddr: c.ForwardAddr, SecretKey: key, Logger: cn.log,
 		Metrics: cluster.NewTransportMetrics(reg),
@@ -167,6 +179,7 @@ func (cn *clusterNode) onChange(members map[string]string) {
 	}
 	defer cn.hold.Store(0)
 	cn.smp.SetOwner(func(id *sampler.TraceID) bool { _, local := ring.Owner(id); return local })
+	cn.ring.Store(ring)
 	cn.route.SetRing(ring)
 	for n := range cn.last {
 		if _, ok := members[n]; !ok {
@@ -183,10 +196,14 @@ func (cn *clusterNode) onChange(members map[string]string) {
 }
 
 // handoff moves the buffered traces this node no longer owns to their
-// owners.
+// owners, and the decisions it made for kept ones.
 func (cn *clusterNode) handoff() {
 	items, err := cn.smp.Handoff(cn.ctx)
-	if err != nil || len(items) == 0 {
+	if err != nil {
+		return
+	}
+	cn.sendDecisions(cn.ctx)
+	if len(items) == 0 {
 		return
 	}
 	cn.mu.Lock()
@@ -196,6 +213,43 @@ func (cn *clusterNode) handoff() {
 		return
 	}
 	cn.log.Info("handed traces to their new owners", "spans", len(items))
+}
+
+// decisionsPerMessage bounds one decisions message to about a megabyte.
+const decisionsPerMessage = 10_000
+
+// sendDecisions sends the kept decisions the sampler set aside to the
+// owners of their traces, so late spans reaching an owner are archived
+// under the decision already made rather than decided alone. Best effort:
+// what fails is logged and forgotten, as a lost decision costs only that.
+func (cn *clusterNode) sendDecisions(ctx context.Context) {
+	ds := cn.smp.TakeAsideDecisions()
+	ring := cn.ring.Load()
+	if len(ds) == 0 || ring == nil {
+		return
+	}
+	byOwner := make(map[string][]sampler.KeptDecision)
+	for i := range ds {
+		owner, _ := ring.Owner(&ds[i].ID)
+		byOwner[owner] = append(byOwner[owner], ds[i])
+	}
+	for owner, part := range byOwner {
+		if owner == cn.id {
+			// The ring came back here before they left.
+			if err := cn.smp.AdoptDecisions(ctx, part); err != nil {
+				return
+			}
+			continue
+		}
+		for c := range slices.Chunk(part, decisionsPerMessage) {
+			if err := cn.tr.SendDecisions(ctx, owner, sampler.AppendDecisions(nil, c)); err != nil {
+				cn.log.Warn("handing kept decisions to their traces' owner failed; late spans of those traces will be decided there alone",
+					"node", owner, "decisions", len(c), "err", err)
+				continue
+			}
+			cn.log.Info("handed kept decisions to their traces' owner", "node", owner, "decisions", len(c))
+		}
+	}
 }
 
 // run serves peers, acknowledges their batches, re-routes what failed and
@@ -215,6 +269,7 @@ func (cn *clusterNode) run(ctx context.Context, g *errgroup.Group) {
 			if err := cn.reroute(ctx); err != nil && ctx.Err() == nil {
 				cn.log.Warn("re-routing failed", "err", err)
 			}
+			cn.sendDecisions(ctx)
 			if cn.ms != nil {
 				cn.ms.Broadcast(encodeWatermarks(cn.id, cn.wm.Partitions(), time.Now().UnixNano()))
 			}
@@ -265,7 +320,9 @@ func (cn *clusterNode) leave(ctx context.Context) {
 	if len(others) == 0 {
 		return // the last node: decide here, as a single node does
 	}
-	cn.route.SetRing(cluster.NewRing(cn.id, others)) // a node not in the ring owns nothing
+	ring := cluster.NewRing(cn.id, others) // a node not in the ring owns nothing
+	cn.ring.Store(ring)
+	cn.route.SetRing(ring)
 	cn.handoff()
 	// Until every span set aside has reached an owner and every forwarded
 	// batch is acknowledged: a span left unsettled here holds back the
@@ -273,6 +330,7 @@ func (cn *clusterNode) leave(ctx context.Context) {
 	// and decided a second time by their owners.
 	for ctx.Err() == nil {
 		cn.reroute(ctx)
+		cn.sendDecisions(ctx)
 		if cn.route.InFlight() == 0 && cn.smp.AsideSpans() == 0 {
 			break
 		}
