@@ -1,7 +1,9 @@
 // Package cluster makes several tailsift nodes act as one: it knows who is
 // in the cluster (Membership, over hashicorp/memberlist gossip), which node
 // owns each trace (Ring, consistent hashing with bounded loads), and moves
-// span batches to owners (Transport, TCP between nodes).
+// span batches to owners (Transport, TCP between nodes), with the kept
+// decisions a node hands to a trace's new owner after a ring change
+// (SendDecisions, taken by a Handler that is also a DecisionsHandler).
 //
 // The router uses Ring and Transport through its own small interfaces
 // (router.Ring, router.Transport). Wiring, in cmd, goes in this order
