@@ -178,8 +178,8 @@ func (cn *clusterNode) onChange(members map[string]string) {
 		cn.hold.Store(at)
 	}
 	defer cn.hold.Store(0)
+	cn.ring.Store(ring) // for the decisions the sampler sets aside
 	cn.smp.SetOwner(func(id *sampler.TraceID) bool { _, local := ring.Owner(id); return local })
-	cn.ring.Store(ring)
 	cn.route.SetRing(ring)
 	for n := range cn.last {
 		if _, ok := members[n]; !ok {
@@ -223,9 +223,12 @@ const decisionsPerMessage = 10_000
 // under the decision already made rather than decided alone. Best effort:
 // what fails is logged and forgotten, as a lost decision costs only that.
 func (cn *clusterNode) sendDecisions(ctx context.Context) {
-	ds := cn.smp.TakeAsideDecisions()
 	ring := cn.ring.Load()
-	if len(ds) == 0 || ring == nil {
+	if ring == nil {
+		return
+	}
+	ds := cn.smp.TakeAsideDecisions()
+	if len(ds) == 0 {
 		return
 	}
 	byOwner := make(map[string][]sampler.KeptDecision)
