@@ -8,7 +8,7 @@ import "encoding/binary"
 // It keys on the low 64 bits of the trace ID (collisions among a few million
 // random IDs are vanishingly unlikely, and a collision only makes one late
 // span follow another trace's decision). Dropped traces cost a map entry of
-// 8 bytes plus a FIFO slot; kept traces also hold their verdict and summary.
+// 8 bytes plus a FIFO slot; kept traces also hold their decision (rate, reason, time, summary).
 // Both are bounded FIFOs: the oldest decision is forgotten first, and a span
 // arriving later than that starts a new trace.
 //
@@ -24,17 +24,10 @@ type decisionCache struct {
 	dropHead int
 	dropMax  int
 
-	kept     map[uint64]*decided
+	kept     map[uint64]*KeptDecision
 	keptFIFO []uint64
 	keptHead int
 	keptMax  int
-}
-
-// decided is what a late span of a kept trace needs to be archived like the
-// rest of its trace.
-type decided struct {
-	verdict Verdict
-	summary Kept // Spans nil; summary fields only
 }
 
 func newDecisionCache(size int) *decisionCache {
@@ -44,7 +37,7 @@ func newDecisionCache(size int) *decisionCache {
 	return &decisionCache{
 		dropped: make(map[uint64]struct{}),
 		dropMax: size,
-		kept:    make(map[uint64]*decided),
+		kept:    make(map[uint64]*KeptDecision),
 		keptMax: size / 4,
 	}
 }
@@ -60,7 +53,7 @@ func (c *decisionCache) addDropped(id TraceID) {
 	c.dropHead = push(&c.dropFIFO, c.dropHead, c.dropMax, k, func(old uint64) { delete(c.dropped, old) })
 }
 
-func (c *decisionCache) addKept(id TraceID, d *decided) {
+func (c *decisionCache) addKept(id TraceID, d *KeptDecision) {
 	k := cacheKey(id)
 	if _, ok := c.kept[k]; ok {
 		c.kept[k] = d
@@ -87,7 +80,7 @@ func push(fifo *[]uint64, head, max int, k uint64, evict func(uint64)) int {
 }
 
 // lookup returns the kept decision for id, or whether it was dropped.
-func (c *decisionCache) lookup(id TraceID) (kept *decided, dropped bool) {
+func (c *decisionCache) lookup(id TraceID) (kept *KeptDecision, dropped bool) {
 	k := cacheKey(id)
 	if d, ok := c.kept[k]; ok {
 		return d, false

@@ -28,19 +28,18 @@ type KeptDecision struct {
 	HasError    bool
 }
 
+// keptDecisionOf is the decision k was kept by.
 func keptDecisionOf(k *Kept) KeptDecision {
 	return KeptDecision{ID: k.ID, SampleRate: k.SampleRate, Reason: k.Reason, DecidedAt: k.DecidedAt,
 		RootService: k.RootService, RootName: k.RootName, Start: k.Start, DurationNs: k.DurationNs,
 		SpanCount: k.SpanCount, HasError: k.HasError}
 }
 
-func (d *KeptDecision) decided() *decided {
-	return &decided{
-		verdict: Verdict{Decision: Keep, SampleRate: d.SampleRate, Reason: d.Reason},
-		summary: Kept{ID: d.ID, SampleRate: d.SampleRate, Reason: d.Reason, DecidedAt: d.DecidedAt,
-			RootService: d.RootService, RootName: d.RootName, Start: d.Start, DurationNs: d.DurationNs,
-			SpanCount: d.SpanCount, HasError: d.HasError},
-	}
+// kept is a Kept, without spans yet, for spans that follow d.
+func (d *KeptDecision) kept() Kept {
+	return Kept{ID: d.ID, SampleRate: d.SampleRate, Reason: d.Reason, DecidedAt: d.DecidedAt,
+		RootService: d.RootService, RootName: d.RootName, Start: d.Start, DurationNs: d.DurationNs,
+		SpanCount: d.SpanCount, HasError: d.HasError}
 }
 
 // putAsideDecisions queues decisions for traces this node does not own.
@@ -95,8 +94,8 @@ func (sh *shard) adopt(ctx context.Context, d *KeptDecision) {
 		sh.s.putAsideDecisions([]KeptDecision{*d})
 		return
 	}
-	dd := d.decided()
-	sh.cache.addKept(d.ID, dd)
+	dd := *d
+	sh.cache.addKept(d.ID, &dd)
 	b := sh.traces[d.ID]
 	if b == nil {
 		return
@@ -110,7 +109,7 @@ func (sh *shard) adopt(ctx context.Context, d *KeptDecision) {
 	ownSpans(spans)
 	sh.dropSpans(b)
 	sh.s.m.lateSpans.WithLabelValues("keep").Add(float64(len(spans)))
-	k := dd.summary
+	k := dd.kept()
 	k.Late = true
 	k.Spans = spans
 	sh.emit(ctx, &k)
@@ -129,9 +128,9 @@ func (sh *shard) moveDecisions() {
 	}
 	var out []KeptDecision
 	for k, d := range sh.cache.kept {
-		if !box.mine(&d.summary.ID) {
+		if !box.mine(&d.ID) {
 			delete(sh.cache.kept, k)
-			out = append(out, keptDecisionOf(&d.summary))
+			out = append(out, *d)
 		}
 	}
 	// The keys stay in the FIFO; evicting one later deletes nothing, or a

@@ -197,7 +197,7 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 // addLate handles a span whose trace was already decided. Late spans of a
 // kept trace go out each tick, or as soon as they reach the span limit, so
 // a trace that never ends (a hot trace ID) holds at most that many here.
-func (sh *shard) addLate(ctx context.Context, it *Item, d *decided) {
+func (sh *shard) addLate(ctx context.Context, it *Item, d *KeptDecision) {
 	if d == nil {
 		sh.s.m.lateSpans.WithLabelValues("drop").Inc()
 		if it.Span.Src != nil {
@@ -208,7 +208,7 @@ func (sh *shard) addLate(ctx context.Context, it *Item, d *decided) {
 	sh.s.m.lateSpans.WithLabelValues("keep").Inc()
 	k := sh.late[it.TraceID]
 	if k == nil {
-		c := d.summary
+		c := d.kept()
 		k = &c
 		k.Late = true
 		sh.late[it.TraceID] = k
@@ -375,7 +375,8 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 		SpanCount:   len(t.Spans),
 		HasError:    t.HasError(),
 	}
-	sh.cache.addKept(b.id, &decided{verdict: v, summary: *k})
+	d := keptDecisionOf(k)
+	sh.cache.addKept(b.id, &d)
 	k.Spans = append([]Span(nil), t.Spans...)
 	ownSpans(k.Spans)
 	sh.emit(ctx, k)

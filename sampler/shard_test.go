@@ -462,7 +462,7 @@ func TestDecisionCacheBounds(t *testing.T) {
 	id := func(i int) TraceID { return TraceID{8: byte(i), 9: byte(i >> 8), 15: 1} }
 	for i := 0; i < 40; i++ {
 		c.addDropped(id(i))
-		c.addKept(id(1000+i), &decided{})
+		c.addKept(id(1000+i), &KeptDecision{})
 	}
 	if n := c.len(); n != 16+4 {
 		t.Fatalf("holds %d decisions, want 20", n)
