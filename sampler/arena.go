@@ -19,7 +19,7 @@ import (
 // collections, and chunks are not faulted in afresh as the heap grows. A
 // chunk counts the buffered spans it holds and is reused as soon as the
 // last of them is decided, so memory follows the buffer, not the
-// allocation rate. A span larger than arenaMaxCopy gets a chunk of its own
+// allocation rate. Room larger than arenaMaxCopy is a chunk of its own
 // on the heap, freed with it.
 //
 // Spans are read from the arena only on the shard goroutine, while their
@@ -28,7 +28,7 @@ import (
 // archive or a peer holds has the lifetime the garbage collector gives it.
 const (
 	arenaChunk   = 64 << 10
-	arenaMaxCopy = arenaChunk / 8
+	arenaMaxCopy = arenaChunk / 4
 )
 
 // spanRef locates a record in a shard's arena: chunk index plus one in the
@@ -38,7 +38,7 @@ type spanRef uint64
 func (r spanRef) chunk() int { return int(r>>32) - 1 }
 func (r spanRef) off() int   { return int(uint32(r)) }
 
-// spanArena hands out 8-byte aligned room in chunks.
+// spanArena hands out 4-byte aligned room in chunks.
 type spanArena struct {
 	mem     []byte // the mapped region, nil until first used or if mapping failed
 	reserve int    // bytes to map on first use
@@ -64,9 +64,9 @@ func newSpanArena(reserve int) spanArena {
 
 // alloc returns a reference to n bytes of room, 4-byte aligned, and the
 // room itself. The room's chunk counts one more record. Room for more than
-// a quarter chunk is a chunk of its own, of exactly n bytes.
+// arenaMaxCopy is a chunk of its own, of exactly n bytes.
 func (a *spanArena) alloc(n int) (spanRef, []byte) {
-	if n > arenaChunk/4 {
+	if n > arenaMaxCopy {
 		i := a.index(make([]byte, n))
 		a.pin(i)
 		return spanRef(uint64(i+1) << 32), a.chunks[i]
