@@ -147,7 +147,7 @@ type Consumer struct {
 	polled  map[int32]readPos // per partition, the last record of this poll
 	m       *Metrics
 	log     *throttledLog
-	gauged  map[int32]bool // partitions with per-partition gauges; owned by updateGauges
+	gauged  struct{ records, age, lag map[int32]bool } // partitions each gauge shows; owned by updateGauges
 
 	records  atomic.Int64 // records polled, for progress reports
 	assigned atomic.Int32 // partitions assigned now
@@ -461,33 +461,42 @@ func (c *Consumer) commit(ctx context.Context) {
 	c.track.committed(offsets)
 }
 
-// updateGauges publishes the unsettled records of the partitions this node
-// reads, and removes the series of partitions it no longer reads: a
-// revoked partition's last count would otherwise stay on /metrics forever,
-// and look like records stuck on this node.
+// updateGauges publishes, per partition this node reads, the unsettled
+// records and the consumer lag.
 func (c *Consumer) updateGauges() {
 	per, _ := c.track.unsettled(time.Now().UnixNano())
-	if c.gauged == nil {
-		c.gauged = map[int32]bool{}
+	records := make(map[int32]float64, len(per))
+	age := make(map[int32]float64, len(per))
+	for part, u := range per {
+		records[part], age[part] = float64(u.records), u.oldest.Seconds()
 	}
-	for part := range c.gauged {
-		if _, ok := per[part]; !ok {
-			p := strconv.Itoa(int(part))
-			c.m.unsettledRecords.DeleteLabelValues(p)
-			c.m.unsettledAge.DeleteLabelValues(p)
-			delete(c.gauged, part)
+	lag := map[int32]float64{}
+	for part, n := range c.wm.Lag() {
+		lag[part] = float64(n)
+	}
+	setPartitions(c.m.unsettledRecords, &c.gauged.records, records)
+	setPartitions(c.m.unsettledAge, &c.gauged.age, age)
+	setPartitions(c.m.lag, &c.gauged.lag, lag)
+}
+
+// setPartitions shows values on vec, one series per partition, and deletes
+// the series of partitions no longer among them (shown remembers which):
+// a revoked partition's last value would otherwise stay on /metrics
+// forever, and look like records stuck on this node. Unlike a Reset, no
+// scrape finds the other partitions missing meanwhile.
+func setPartitions(vec *prometheus.GaugeVec, shown *map[int32]bool, values map[int32]float64) {
+	if *shown == nil {
+		*shown = map[int32]bool{}
+	}
+	for part := range *shown {
+		if _, ok := values[part]; !ok {
+			vec.DeleteLabelValues(strconv.Itoa(int(part)))
+			delete(*shown, part)
 		}
 	}
-	for part, u := range per {
-		p := strconv.Itoa(int(part))
-		c.m.unsettledRecords.WithLabelValues(p).Set(float64(u.records))
-		c.m.unsettledAge.WithLabelValues(p).Set(u.oldest.Seconds())
-		c.gauged[part] = true
-	}
-	// Partitions revoked since the last update leave the series.
-	c.m.lag.Reset()
-	for part, n := range c.wm.Lag() {
-		c.m.lag.WithLabelValues(strconv.Itoa(int(part))).Set(float64(n))
+	for part, v := range values {
+		vec.WithLabelValues(strconv.Itoa(int(part))).Set(v)
+		(*shown)[part] = true
 	}
 }
 
