@@ -1,6 +1,7 @@
 package otlpwire
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -80,13 +81,13 @@ type Scratch struct {
 func (s *Scratch) Scan(buf []byte, v Visitor) error {
 	si, sc := &s.si, &s.sc
 	for len(buf) > 0 {
-		num, typ, n := protowire.ConsumeTag(buf)
+		num, typ, n := consumeTag(buf)
 		if n < 0 {
 			return malformed("TracesData", protowire.ParseError(n))
 		}
 		buf = buf[n:]
 		if num == 1 && typ == protowire.BytesType {
-			rs, n := protowire.ConsumeBytes(buf)
+			rs, n := consumeBytes(buf)
 			if n < 0 {
 				return malformed("TracesData.resource_spans", protowire.ParseError(n))
 			}
@@ -96,7 +97,7 @@ func (s *Scratch) Scan(buf []byte, v Visitor) error {
 			}
 			continue
 		}
-		n = protowire.ConsumeFieldValue(num, typ, buf)
+		n = consumeFieldValue(num, typ, buf)
 		if n < 0 {
 			return malformed("TracesData", protowire.ParseError(n))
 		}
@@ -107,39 +108,43 @@ func (s *Scratch) Scan(buf []byte, v Visitor) error {
 
 func scanResourceSpans(buf []byte, v Visitor, sc *ScopeInfo, si *SpanInfo) error {
 	// The resource and schema_url may follow the scope_spans on the wire, so
-	// find them first, then walk the scope_spans.
+	// find them first, then walk the scope_spans, from the first one on.
 	var resource, schema []byte
-	var hasScopes bool
+	first := -1
 	for b := buf; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
+		at := len(buf) - len(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return malformed("ResourceSpans", protowire.ParseError(n))
 		}
 		b = b[n:]
 		switch {
 		case num == 1 && typ == protowire.BytesType:
-			resource, n = protowire.ConsumeBytes(b)
+			resource, n = consumeBytes(b)
 		case num == 3 && typ == protowire.BytesType:
-			schema, n = protowire.ConsumeBytes(b)
+			schema, n = consumeBytes(b)
 		case num == 2 && typ == protowire.BytesType:
-			hasScopes = true
-			n = protowire.ConsumeFieldValue(num, typ, b)
+			if first < 0 {
+				first = at
+			}
+			n = consumeFieldValue(num, typ, b)
 		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
+			n = consumeFieldValue(num, typ, b)
 		}
 		if n < 0 {
 			return malformed("ResourceSpans", protowire.ParseError(n))
 		}
 		b = b[n:]
 	}
-	if !hasScopes {
+	if first < 0 {
 		return nil
 	}
-	for b := buf; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
+	// The structure is valid: this walk cannot fail.
+	for b := buf[first:]; len(b) > 0; {
+		num, typ, n := consumeTag(b)
 		b = b[n:]
 		if num == 2 && typ == protowire.BytesType {
-			ss, n := protowire.ConsumeBytes(b)
+			ss, n := consumeBytes(b)
 			b = b[n:]
 			*sc = ScopeInfo{Resource: resource, ResourceSchemaURL: schema}
 			if err := scanScopeSpans(ss, v, sc, si); err != nil {
@@ -147,44 +152,58 @@ func scanResourceSpans(buf []byte, v Visitor, sc *ScopeInfo, si *SpanInfo) error
 			}
 			continue
 		}
-		b = b[protowire.ConsumeFieldValue(num, typ, b):]
+		b = b[consumeFieldValue(num, typ, b):]
 	}
 	return nil
 }
 
 func scanScopeSpans(buf []byte, v Visitor, sc *ScopeInfo, si *SpanInfo) error {
-	var hasSpans bool
+	first := -1
 	for b := buf; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return malformed("ScopeSpans", protowire.ParseError(n))
+		at := len(buf) - len(b)
+		num, typ, n := tag1(b)
+		if n == 0 {
+			if num, typ, n = consumeTag(b); n < 0 {
+				return malformed("ScopeSpans", protowire.ParseError(n))
+			}
 		}
 		b = b[n:]
 		switch {
-		case num == 1 && typ == protowire.BytesType:
-			sc.Scope, n = protowire.ConsumeBytes(b)
-		case num == 3 && typ == protowire.BytesType:
-			sc.ScopeSchemaURL, n = protowire.ConsumeBytes(b)
 		case num == 2 && typ == protowire.BytesType:
-			hasSpans = true
-			n = protowire.ConsumeFieldValue(num, typ, b)
+			if first < 0 {
+				first = at
+			}
+			if n = skip1(typ, b); n == 0 {
+				n = consumeFieldValue(num, typ, b)
+			}
+		case num == 1 && typ == protowire.BytesType:
+			sc.Scope, n = consumeBytes(b)
+		case num == 3 && typ == protowire.BytesType:
+			sc.ScopeSchemaURL, n = consumeBytes(b)
 		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
+			n = consumeFieldValue(num, typ, b)
 		}
 		if n < 0 {
 			return malformed("ScopeSpans", protowire.ParseError(n))
 		}
 		b = b[n:]
 	}
-	if !hasSpans {
+	if first < 0 {
 		return nil
 	}
 	v.Scope(sc)
-	for b := buf; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
+	// The structure is valid: this walk cannot fail.
+	for b := buf[first:]; len(b) > 0; {
+		num, typ, n := tag1(b)
+		if n == 0 {
+			num, typ, n = consumeTag(b)
+		}
 		b = b[n:]
 		if num == 2 && typ == protowire.BytesType {
-			raw, n := protowire.ConsumeBytes(b)
+			raw, n := bytes1(b)
+			if n == 0 {
+				raw, n = consumeBytes(b)
+			}
 			b = b[n:]
 			if err := ScanSpan(raw, si); err != nil {
 				return err
@@ -192,7 +211,7 @@ func scanScopeSpans(buf []byte, v Visitor, sc *ScopeInfo, si *SpanInfo) error {
 			v.Span(si)
 			continue
 		}
-		b = b[protowire.ConsumeFieldValue(num, typ, b):]
+		b = b[consumeFieldValue(num, typ, b):]
 	}
 	return nil
 }
@@ -208,9 +227,11 @@ func scanScopeSpans(buf []byte, v Visitor, sc *ScopeInfo, si *SpanInfo) error {
 func ScanSpan(raw []byte, si *SpanInfo) error {
 	*si = SpanInfo{Raw: raw}
 	for b := raw; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return malformed("Span", protowire.ParseError(n))
+		num, typ, n := tag1(b)
+		if n == 0 {
+			if num, typ, n = consumeTag(b); n < 0 {
+				return malformed("Span", protowire.ParseError(n))
+			}
 		}
 		b = b[n:]
 		switch num {
@@ -218,11 +239,13 @@ func ScanSpan(raw []byte, si *SpanInfo) error {
 			if typ != protowire.BytesType {
 				return malformedField("Span", num, typ)
 			}
-			var val []byte
-			val, n = protowire.ConsumeBytes(b)
-			if n < 0 {
-				break
+			val, n := bytes1(b)
+			if n == 0 {
+				if val, n = consumeBytes(b); n < 0 {
+					return malformed("Span", protowire.ParseError(n))
+				}
 			}
+			b = b[n:]
 			switch num {
 			case 1:
 				si.TraceID = val
@@ -239,26 +262,37 @@ func ScanSpan(raw []byte, si *SpanInfo) error {
 				}
 				si.StatusCode = code
 			}
+			continue
 		case 6:
 			if typ != protowire.VarintType {
 				return malformedField("Span", num, typ)
 			}
 			var k uint64
-			k, n = protowire.ConsumeVarint(b)
+			if len(b) > 0 && b[0] < 0x80 {
+				k, n = uint64(b[0]), 1
+			} else {
+				k, n = consumeVarint(b)
+			}
 			si.Kind = int32(k)
 		case 7, 8:
 			if typ != protowire.Fixed64Type {
 				return malformedField("Span", num, typ)
 			}
 			var t uint64
-			t, n = protowire.ConsumeFixed64(b)
+			if len(b) >= 8 {
+				t, n = binary.LittleEndian.Uint64(b), 8
+			} else {
+				t, n = consumeFixed64(b)
+			}
 			if num == 7 {
 				si.Start = t
 			} else {
 				si.End = t
 			}
 		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n = skip1(typ, b); n == 0 {
+				n = consumeFieldValue(num, typ, b)
+			}
 		}
 		if n < 0 {
 			return malformed("Span", protowire.ParseError(n))
@@ -271,17 +305,23 @@ func ScanSpan(raw []byte, si *SpanInfo) error {
 func statusCode(b []byte) (int32, error) {
 	var code int32
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return 0, malformed("Status", protowire.ParseError(n))
+		num, typ, n := tag1(b)
+		if n == 0 {
+			if num, typ, n = consumeTag(b); n < 0 {
+				return 0, malformed("Status", protowire.ParseError(n))
+			}
 		}
 		b = b[n:]
 		if num == 3 && typ == protowire.VarintType {
 			var c uint64
-			c, n = protowire.ConsumeVarint(b)
+			if len(b) > 0 && b[0] < 0x80 {
+				c, n = uint64(b[0]), 1
+			} else {
+				c, n = consumeVarint(b)
+			}
 			code = int32(c)
-		} else {
-			n = protowire.ConsumeFieldValue(num, typ, b)
+		} else if n = skip1(typ, b); n == 0 {
+			n = consumeFieldValue(num, typ, b)
 		}
 		if n < 0 {
 			return 0, malformed("Status", protowire.ParseError(n))
