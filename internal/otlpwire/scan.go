@@ -173,7 +173,7 @@ func scanScopeSpans(buf []byte, v Visitor, sc *ScopeInfo, si *SpanInfo) error {
 			if first < 0 {
 				first = at
 			}
-			if n = skip1(typ, b); n == 0 {
+			if _, n = bytes2(b); n == 0 {
 				n = consumeFieldValue(num, typ, b)
 			}
 		case num == 1 && typ == protowire.BytesType:
@@ -200,7 +200,7 @@ func scanScopeSpans(buf []byte, v Visitor, sc *ScopeInfo, si *SpanInfo) error {
 		}
 		b = b[n:]
 		if num == 2 && typ == protowire.BytesType {
-			raw, n := bytes1(b)
+			raw, n := bytes2(b)
 			if n == 0 {
 				raw, n = consumeBytes(b)
 			}
@@ -217,6 +217,7 @@ func scanScopeSpans(buf []byte, v Visitor, sc *ScopeInfo, si *SpanInfo) error {
 }
 
 // ScanSpan reads the routing and sampling fields of one encoded Span into si.
+// On error, what si holds is unspecified.
 //
 //	message Span {
 //	  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4;
@@ -226,80 +227,110 @@ func scanScopeSpans(buf []byte, v Visitor, sc *ScopeInfo, si *SpanInfo) error {
 //	message Status { reserved 1; string message = 2; StatusCode code = 3; }
 func ScanSpan(raw []byte, si *SpanInfo) error {
 	*si = SpanInfo{Raw: raw}
-	for b := raw; len(b) > 0; {
-		num, typ, n := tag1(b)
-		if n == 0 {
-			if num, typ, n = consumeTag(b); n < 0 {
-				return malformed("Span", protowire.ParseError(n))
-			}
-		}
-		b = b[n:]
-		switch num {
-		case 1, 2, 4, 5, 15:
-			if typ != protowire.BytesType {
-				return malformedField("Span", num, typ)
-			}
-			val, n := bytes1(b)
-			if n == 0 {
-				if val, n = consumeBytes(b); n < 0 {
-					return malformed("Span", protowire.ParseError(n))
+	for i := 0; i < len(raw); {
+		var num protowire.Number
+		var val []byte
+		var x uint64
+		// Fast paths for the forms encoders write: one-byte tags, lengths
+		// below 16 KiB. spanField takes every other form.
+		switch c := raw[i]; {
+		case c&7 == byte(protowire.BytesType) && c >= 1<<3 && c < 0x80 && i+1 < len(raw):
+			j, l := i+2, int(raw[i+1])
+			if l >= 0x80 {
+				if j >= len(raw) || raw[j] >= 0x80 {
+					break
 				}
+				l = l&0x7f | int(raw[j])<<7
+				j++
 			}
-			b = b[n:]
-			switch num {
-			case 1:
-				si.TraceID = val
-			case 2:
-				si.SpanID = val
-			case 4:
-				si.ParentID = val
-			case 5:
-				si.Name = val
-			case 15:
-				code, err := statusCode(val)
-				if err != nil {
-					return err
-				}
-				si.StatusCode = code
+			if l > len(raw)-j || uint32(c>>3-6) <= 8-6 { // kind, start and end are not bytes
+				break
 			}
+			num, val, i = protowire.Number(c>>3), raw[j:j+l], j+l
+			goto store
+		case c == 7<<3|byte(protowire.Fixed64Type) && i+9 <= len(raw):
+			si.Start = binary.LittleEndian.Uint64(raw[i+1:])
+			i += 9
 			continue
+		case c == 8<<3|byte(protowire.Fixed64Type) && i+9 <= len(raw):
+			si.End = binary.LittleEndian.Uint64(raw[i+1:])
+			i += 9
+			continue
+		case c == 6<<3|byte(protowire.VarintType) && i+1 < len(raw) && raw[i+1] < 0x80:
+			si.Kind = int32(raw[i+1])
+			i += 2
+			continue
+		}
+		{
+			n, err := 0, error(nil)
+			if num, val, x, n, err = spanField(raw[i:]); err != nil {
+				return err
+			}
+			i += n
+		}
+	store:
+		switch num {
+		case 1:
+			si.TraceID = val
+		case 2:
+			si.SpanID = val
+		case 4:
+			si.ParentID = val
+		case 5:
+			si.Name = val
 		case 6:
-			if typ != protowire.VarintType {
-				return malformedField("Span", num, typ)
+			si.Kind = int32(x)
+		case 7:
+			si.Start = x
+		case 8:
+			si.End = x
+		case 15:
+			code, err := statusCode(val)
+			if err != nil {
+				return err
 			}
-			var k uint64
-			if len(b) > 0 && b[0] < 0x80 {
-				k, n = uint64(b[0]), 1
-			} else {
-				k, n = consumeVarint(b)
-			}
-			si.Kind = int32(k)
-		case 7, 8:
-			if typ != protowire.Fixed64Type {
-				return malformedField("Span", num, typ)
-			}
-			var t uint64
-			if len(b) >= 8 {
-				t, n = binary.LittleEndian.Uint64(b), 8
-			} else {
-				t, n = consumeFixed64(b)
-			}
-			if num == 7 {
-				si.Start = t
-			} else {
-				si.End = t
-			}
-		default:
-			if n = skip1(typ, b); n == 0 {
-				n = consumeFieldValue(num, typ, b)
-			}
+			si.StatusCode = code
 		}
-		if n < 0 {
-			return malformed("Span", protowire.ParseError(n))
-		}
-		b = b[n:]
 	}
 	return nil
+}
+
+// spanField decodes one field of a Span in any form, for ScanSpan: its
+// number, its value (val for a length-delimited field ScanSpan reads, x for
+// a number) and its size. The wire type of a field ScanSpan reads is
+// checked before its value, so a mismatch is reported as such.
+func spanField(b []byte) (num protowire.Number, val []byte, x uint64, size int, err error) {
+	num, typ, n := consumeTag(b)
+	if n < 0 {
+		return 0, nil, 0, 0, malformed("Span", protowire.ParseError(n))
+	}
+	size = n
+	b = b[n:]
+	want := protowire.Type(-1) // a field ScanSpan skips
+	switch num {
+	case 1, 2, 4, 5, 15:
+		want = protowire.BytesType
+	case 6:
+		want = protowire.VarintType
+	case 7, 8:
+		want = protowire.Fixed64Type
+	}
+	switch {
+	case want < 0:
+		n = consumeFieldValue(num, typ, b)
+	case typ != want:
+		return 0, nil, 0, 0, malformedField("Span", num, typ)
+	case typ == protowire.BytesType:
+		val, n = consumeBytes(b)
+	case typ == protowire.VarintType:
+		x, n = consumeVarint(b)
+	default:
+		x, n = consumeFixed64(b)
+	}
+	if n < 0 {
+		return 0, nil, 0, 0, malformed("Span", protowire.ParseError(n))
+	}
+	return num, val, x, size + n, nil
 }
 
 func statusCode(b []byte) (int32, error) {
@@ -320,7 +351,7 @@ func statusCode(b []byte) (int32, error) {
 				c, n = consumeVarint(b)
 			}
 			code = int32(c)
-		} else if n = skip1(typ, b); n == 0 {
+		} else {
 			n = consumeFieldValue(num, typ, b)
 		}
 		if n < 0 {

@@ -22,21 +22,23 @@ func tag1(b []byte) (protowire.Number, protowire.Type, int) {
 	return 0, 0, 0
 }
 
-// bytes1 decodes a length-delimited value shorter than 128 bytes. The
-// slice's capacity runs to the end of b, as protowire's does.
-func bytes1(b []byte) ([]byte, int) {
-	if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
-		return b[1 : 1+int(b[0])], 1 + int(b[0])
+// bytes2 decodes a length-delimited value shorter than 16 KiB, with a
+// length of one or two bytes. The slice's capacity runs to the end of b, as
+// protowire's does.
+func bytes2(b []byte) ([]byte, int) {
+	if len(b) > 1 {
+		n, l := 1, int(b[0])
+		if l >= 0x80 {
+			if b[1] >= 0x80 {
+				return nil, 0
+			}
+			n, l = 2, l&0x7f|int(b[1])<<7
+		}
+		if l <= len(b)-n {
+			return b[n : n+l], n + l
+		}
 	}
 	return nil, 0
-}
-
-// skip1 is the size of a field value that bytes1 reads, or of a fixed64.
-func skip1(typ protowire.Type, b []byte) int {
-	if typ == protowire.BytesType && len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
-		return 1 + int(b[0])
-	}
-	return 0
 }
 
 // consumeTag is protowire.ConsumeTag, with two-byte tags (field numbers 16
@@ -73,13 +75,8 @@ func consumeFixed64(b []byte) (uint64, int) {
 // consumeBytes is protowire.ConsumeBytes, with lengths below 16 KiB (most
 // spans, long attribute values) decoded here.
 func consumeBytes(b []byte) ([]byte, int) {
-	if v, n := bytes1(b); n > 0 {
+	if v, n := bytes2(b); n > 0 {
 		return v, n
-	}
-	if len(b) > 1 && b[0] >= 0x80 && b[1] < 0x80 {
-		if n := 2 + (int(b[0]&0x7f) | int(b[1])<<7); n <= len(b) {
-			return b[2:n], n
-		}
 	}
 	return protowire.ConsumeBytes(b)
 }
