@@ -91,42 +91,40 @@ func (v Value) String() string {
 	return string(v.AppendString(nil))
 }
 
+// bytesValueTypes are the AnyValue fields that are length-delimited.
+var bytesValueTypes = [8]ValueType{1: ValueString, 5: ValueArray, 6: ValueKVList, 7: ValueBytes}
+
 // DecodeValue reads an encoded AnyValue.
 func DecodeValue(b []byte) (Value, error) {
 	var v Value
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return v, malformed("AnyValue", protowire.ParseError(n))
+		num, typ, n := tag1(b)
+		if n == 0 {
+			if num, typ, n = consumeTag(b); n < 0 {
+				return v, malformed("AnyValue", protowire.ParseError(n))
+			}
 		}
 		b = b[n:]
 		switch {
-		case num == 1 && typ == protowire.BytesType:
-			v.Type = ValueString
-			v.Str, n = protowire.ConsumeBytes(b)
+		case typ == protowire.BytesType && num < 8 && bytesValueTypes[num] != ValueEmpty:
+			v.Type = bytesValueTypes[num]
+			if v.Str, n = bytes2(b); n == 0 {
+				v.Str, n = consumeBytes(b)
+			}
 		case num == 2 && typ == protowire.VarintType:
 			v.Type = ValueBool
-			v.Num, n = protowire.ConsumeVarint(b)
+			v.Num, n = consumeVarint(b)
 			if v.Num != 0 {
 				v.Num = 1
 			}
 		case num == 3 && typ == protowire.VarintType:
 			v.Type = ValueInt
-			v.Num, n = protowire.ConsumeVarint(b)
+			v.Num, n = consumeVarint(b)
 		case num == 4 && typ == protowire.Fixed64Type:
 			v.Type = ValueDouble
-			v.Num, n = protowire.ConsumeFixed64(b)
-		case num == 5 && typ == protowire.BytesType:
-			v.Type = ValueArray
-			v.Str, n = protowire.ConsumeBytes(b)
-		case num == 6 && typ == protowire.BytesType:
-			v.Type = ValueKVList
-			v.Str, n = protowire.ConsumeBytes(b)
-		case num == 7 && typ == protowire.BytesType:
-			v.Type = ValueBytes
-			v.Str, n = protowire.ConsumeBytes(b)
+			v.Num, n = consumeFixed64(b)
 		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
+			n = consumeFieldValue(num, typ, b)
 		}
 		if n < 0 {
 			return v, malformed("AnyValue", protowire.ParseError(n))
@@ -145,22 +143,28 @@ func DecodeValue(b []byte) (Value, error) {
 // 3 of Span.Event and 4 of Span.Link.
 func RangeAttrs(msg []byte, field protowire.Number, fn func(key []byte, v Value) bool) error {
 	for len(msg) > 0 {
-		num, typ, n := protowire.ConsumeTag(msg)
-		if n < 0 {
-			return malformed("attributes", protowire.ParseError(n))
+		num, typ, n := tag1(msg)
+		if n == 0 {
+			if num, typ, n = consumeTag(msg); n < 0 {
+				return malformed("attributes", protowire.ParseError(n))
+			}
 		}
 		msg = msg[n:]
 		if num != field || typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, msg)
+			if _, n = bytes2(msg); typ != protowire.BytesType || n == 0 {
+				n = consumeFieldValue(num, typ, msg)
+			}
 			if n < 0 {
 				return malformed("attributes", protowire.ParseError(n))
 			}
 			msg = msg[n:]
 			continue
 		}
-		kv, n := protowire.ConsumeBytes(msg)
-		if n < 0 {
-			return malformed("KeyValue", protowire.ParseError(n))
+		kv, n := bytes2(msg)
+		if n == 0 {
+			if kv, n = consumeBytes(msg); n < 0 {
+				return malformed("KeyValue", protowire.ParseError(n))
+			}
 		}
 		msg = msg[n:]
 		key, val, err := decodeKeyValue(kv)
@@ -190,24 +194,34 @@ func FindAttr(msg []byte, field protowire.Number, key string) (Value, bool) {
 
 func decodeKeyValue(kv []byte) (key []byte, val Value, err error) {
 	for len(kv) > 0 {
-		num, typ, n := protowire.ConsumeTag(kv)
-		if n < 0 {
-			return nil, val, malformed("KeyValue", protowire.ParseError(n))
+		num, typ, n := tag1(kv)
+		if n == 0 {
+			if num, typ, n = consumeTag(kv); n < 0 {
+				return nil, val, malformed("KeyValue", protowire.ParseError(n))
+			}
 		}
 		kv = kv[n:]
 		switch {
 		case num == 1 && typ == protowire.BytesType:
-			key, n = protowire.ConsumeBytes(kv)
+			if key, n = bytes2(kv); n == 0 {
+				key, n = consumeBytes(kv)
+			}
 		case num == 2 && typ == protowire.BytesType:
-			var vb []byte
-			vb, n = protowire.ConsumeBytes(kv)
-			if n >= 0 {
-				if val, err = DecodeValue(vb); err != nil {
-					return nil, val, err
-				}
+			vb, m := bytes2(kv)
+			if m == 0 {
+				vb, m = consumeBytes(kv)
+			}
+			if n = m; n < 0 {
+				break
+			}
+			// Most values are one string, as short as this.
+			if len(vb) >= 2 && vb[0] == 1<<3|byte(protowire.BytesType) && int(vb[1]) == len(vb)-2 {
+				val = Value{Type: ValueString, Str: vb[2:]}
+			} else if val, err = DecodeValue(vb); err != nil {
+				return nil, val, err
 			}
 		default:
-			n = protowire.ConsumeFieldValue(num, typ, kv)
+			n = consumeFieldValue(num, typ, kv)
 		}
 		if n < 0 {
 			return nil, val, malformed("KeyValue", protowire.ParseError(n))

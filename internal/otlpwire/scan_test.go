@@ -339,3 +339,25 @@ type countSpans struct{ n int }
 
 func (c *countSpans) Scope(*ScopeInfo) {}
 func (c *countSpans) Span(s *SpanInfo) { c.n += len(s.TraceID) >> 4 }
+
+// BenchmarkFindAttr measures a policy's attribute lookup: one present and
+// one absent key in every span of the BenchmarkScan message.
+func BenchmarkFindAttr(b *testing.B) {
+	r := rand.New(rand.NewPCG(11, 12))
+	var c collect
+	if err := Scan(marshal(b, testTraces(r, 5, 10)), &c); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := range c.spans {
+			if v, ok := FindAttr(c.spans[i].Raw, 9, "http.response.status_code"); ok {
+				benchSink += int(v.Num)
+			}
+			if _, ok := FindAttr(c.spans[i].Raw, 9, "absent"); ok {
+				b.Fatal("found an absent key")
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(c.spans)), "ns/span")
+}
