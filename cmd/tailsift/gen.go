@@ -24,6 +24,7 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	slowShare := fs.Float64("slow-share", 0.02, "share of traces whose root takes 3s or more")
 	perMsg := fs.Int("spans-per-message", 50, "spans per Kafka message")
 	encoding := fs.String("encoding", "otlp_proto", "message encoding: otlp_proto or otlp_json")
+	maxBatch := fs.String("max-batch-bytes", "1000000", "largest record batch to produce (the Collector's kafkaexporter and Kafka brokers default to about 1MB); a message larger than this is an error")
 	compression := fs.String("compression", "snappy", "record batch compression: none, gzip, snappy, lz4 or zstd (the Collector's kafkaexporter defaults to none)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -42,13 +43,21 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if !ok {
 		return fmt.Errorf("--compression: %q is not allowed (allowed: none, gzip, snappy, lz4, zstd)", *compression)
 	}
+	batchMax, err := parseSize(*maxBatch)
+	if err != nil || batchMax < 1024 || batchMax > 1<<30 {
+		return fmt.Errorf("--max-batch-bytes: must be a size from 1KiB to 1GiB, got %q", *maxBatch)
+	}
 	// The generator reads a zero share as "default"; here 0 means none.
 	for _, share := range []*float64{errShare, slowShare} {
 		if *share == 0 {
 			*share = -1
 		}
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(*brokers, ",")...), kgo.ProducerBatchMaxBytes(16<<20),
+	// Batches of Kafka's usual size matter to consumers: a broker fills a
+	// fetch response batch by batch, so batches near the response's size
+	// let one partition take a whole fetch, and partitions are read
+	// unevenly.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(*brokers, ",")...), kgo.ProducerBatchMaxBytes(int32(batchMax)),
 		kgo.ProducerBatchCompression(codec))
 	if err != nil {
 		return err
