@@ -64,11 +64,13 @@ type KafkaConfig struct {
 	Group               string        `yaml:"group" help:"consumer group shared by the nodes of one cluster"`
 	Encoding            string        `yaml:"encoding" help:"message encoding: otlp_proto or otlp_json"`
 	MaxMessageBytes     int           `yaml:"max_message_bytes" help:"larger messages are skipped and counted as oversized"`
+	FetchMaxBytes       int           `yaml:"fetch_max_bytes" help:"bytes one fetch from a broker asks for, a quarter of it (at least 256KiB) from one partition; larger fetches suit high-latency links, smaller ones use less memory"`
 	CommitInterval      time.Duration `yaml:"commit_interval" help:"how often settled offsets are committed"`
 	MaxUnsettledRecords int           `yaml:"max_unsettled_records" help:"records read but not yet settled before polling pauses (backpressure)"`
 	SessionTimeout      time.Duration `yaml:"session_timeout" help:"the group reassigns a silent member's partitions after this long (at least 6s)"`
 	RebalanceTimeout    time.Duration `yaml:"rebalance_timeout" help:"how long a rebalance waits for members to rejoin; a member that dies while the group rebalances holds it this long"`
 	DeadLetterTopic     string        `yaml:"dead_letter_topic" help:"copy malformed or oversized records to this existing topic; empty: off"`
+	CheckCRCs           bool          `yaml:"check_crcs" help:"verify the CRC-32C of every fetched record batch, a pass over every byte read; off by default, as in librdkafka: TCP checksums transfers and brokers verify batches as they are written"`
 	TLS                 TLSConfig     `yaml:"tls"`
 	SASL                SASLConfig    `yaml:"sasl"`
 }
@@ -149,6 +151,7 @@ func defaultConfig() Config {
 			Group:               "tailsift",
 			Encoding:            "otlp_proto",
 			MaxMessageBytes:     64 << 20,
+			FetchMaxBytes:       4 << 20,
 			CommitInterval:      time.Second,
 			MaxUnsettledRecords: 200_000,
 			SessionTimeout:      45 * time.Second,

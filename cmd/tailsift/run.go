@@ -194,11 +194,13 @@ func validateConfig(cfg Config) (*parts, error) {
 		Group:               cfg.Kafka.Group,
 		Encoding:            cfg.Kafka.Encoding,
 		MaxMessageBytes:     cfg.Kafka.MaxMessageBytes,
+		FetchMaxBytes:       cfg.Kafka.FetchMaxBytes,
 		CommitInterval:      cfg.Kafka.CommitInterval,
 		MaxUnsettledRecords: cfg.Kafka.MaxUnsettledRecords,
 		SessionTimeout:      cfg.Kafka.SessionTimeout,
 		RebalanceTimeout:    cfg.Kafka.RebalanceTimeout,
 		DeadLetterTopic:     cfg.Kafka.DeadLetterTopic,
+		CheckCRCs:           cfg.Kafka.CheckCRCs,
 		ClientOpts:          secOpts,
 		Explain:             explainKafkaErr(cfg.Kafka),
 	}
