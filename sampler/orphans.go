@@ -12,7 +12,7 @@ import (
 // to the largest trace.
 type idScratch struct{ own, parents []uint64 }
 
-// orphanSpans counts the spans of a decided trace whose parent span is not
+// orphanSpans counts the spans of a kept trace whose parent span is not
 // among them: the parent was never sent, was lost upstream, or arrived too
 // late for the decision. It is the coverage signal next to traces decided
 // without a root.

@@ -43,7 +43,10 @@ type Config struct {
 	// traces. Nil means the wall clock.
 	InputClock Clock
 	// QueueBatches is the depth, in batches, of each shard's input queue.
-	// Default 64.
+	// Default 4: a batch is a shard's part of one poll (tens of thousands
+	// of spans), and queued spans are live heap that holds their fetch
+	// buffers too; a deeper queue only moves the backlog from Kafka into
+	// memory.
 	QueueBatches int
 }
 
@@ -71,7 +74,7 @@ func (c *Config) Validate() error {
 		c.TickInterval = 100 * time.Millisecond
 	}
 	if c.QueueBatches == 0 {
-		c.QueueBatches = 64
+		c.QueueBatches = 4
 	}
 	var errs []string
 	if c.Shards < 1 || c.Shards > 1024 {
@@ -109,7 +112,7 @@ type Sampler struct {
 	shards []*shard
 	out    chan<- *Kept
 	clock  Clock
-	pool   sync.Pool
+	free   chan []Item // emptied batches, for reuse (see getBatch)
 
 	bufferedBytes atomic.Int64
 
@@ -141,7 +144,7 @@ func New(cfg Config, p Policy, out chan<- *Kept, m *Metrics, clock Clock) *Sampl
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	s := &Sampler{cfg: cfg, m: m, out: out, clock: clock}
+	s := &Sampler{cfg: cfg, m: m, out: out, clock: clock, free: make(chan []Item, 2*cfg.Shards+2)}
 	s.SetPolicy(p)
 	s.shards = make([]*shard, cfg.Shards)
 	for i := range s.shards {
@@ -238,17 +241,27 @@ func (s *Sampler) shardOf(id *TraceID) int {
 	return int(xxhash.Sum64(id[:]) % uint64(len(s.shards)))
 }
 
-func (s *Sampler) getBatch() []Item {
-	if b, ok := s.pool.Get().(*[]Item); ok {
-		return (*b)[:0]
+// getBatch returns an empty batch with room for about n items. Batches go
+// back to a free list of a few, not a sync.Pool: a pool is emptied at every
+// collection, and a busy node collects many times a second, so each poll
+// would grow fresh batches of tens of thousands of items again.
+func (s *Sampler) getBatch(n int) []Item {
+	select {
+	case b := <-s.free:
+		if cap(b) >= n {
+			return b
+		}
+	default:
 	}
-	return make([]Item, 0, 256)
+	return make([]Item, 0, n)
 }
 
 func (s *Sampler) putBatch(b []Item) {
 	clear(b)
-	b = b[:0]
-	s.pool.Put(&b)
+	select {
+	case s.free <- b[:0]:
+	default:
+	}
 }
 
 // Add hands items to the shards that own their traces. It blocks while a
@@ -257,13 +270,14 @@ func (s *Sampler) putBatch(b []Item) {
 // are then left unsettled. The caller keeps ownership of items.
 func (s *Sampler) Add(ctx context.Context, items []Item) error {
 	if len(s.shards) == 1 {
-		return s.send(ctx, 0, append(s.getBatch(), items...))
+		return s.send(ctx, 0, append(s.getBatch(len(items)), items...))
 	}
 	batches := make([][]Item, len(s.shards))
+	share := len(items)/len(s.shards) + len(items)/(4*len(s.shards)) + 16
 	for i := range items {
 		n := s.shardOf(&items[i].TraceID)
 		if batches[n] == nil {
-			batches[n] = s.getBatch()
+			batches[n] = s.getBatch(share)
 		}
 		batches[n] = append(batches[n], items[i])
 	}
@@ -477,7 +491,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		noRoot: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_sampler_traces_without_root_total", Help: "Traces decided before their root span arrived."}),
 		orphanSpans: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tailsift_sampler_orphan_spans_total", Help: "Spans of decided traces whose parent span was not in the trace when it was decided."}),
+			Name: "tailsift_sampler_orphan_spans_total", Help: "Spans of kept traces whose parent span was not in the trace when it was decided."}),
 		decisionWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tailsift_sampler_decision_wait_seconds",
 			Help:    "Time from a trace's first span to its decision.",

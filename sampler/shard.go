@@ -346,9 +346,6 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 	if b.root < 0 {
 		m.noRoot.Inc()
 	}
-	if n := orphanSpans(t.Spans, &sh.ids); n > 0 {
-		m.orphanSpans.Add(float64(n))
-	}
 
 	v := sh.s.policy().Decide(t)
 	if v.Decision != Keep {
@@ -363,6 +360,13 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 		return
 	}
 	m.decided.WithLabelValues("keep", v.Reason).Inc()
+	// Orphans are counted in kept traces only: they are what the archive
+	// shows incomplete, and the count needs every span's bytes read again,
+	// which for the many dropped traces would cost as much as scanning
+	// them did.
+	if n := orphanSpans(t.Spans, &sh.ids); n > 0 {
+		m.orphanSpans.Add(float64(n))
+	}
 	k := &Kept{
 		ID:          b.id,
 		SampleRate:  v.SampleRate,
