@@ -271,7 +271,7 @@ func mergeFiles(ctx context.Context, st Store, inputs []Object, dir string, targ
 		row := *c.head()
 		if row.TraceID != lastTrace {
 			// Roll only between traces: a trace stays in one file.
-			if cur != nil && cur.size+cur.rowBytes >= target {
+			if cur != nil && cur.size+cur.rows.size >= target {
 				if err := finish(); err != nil {
 					return nil, err
 				}
@@ -289,10 +289,9 @@ func mergeFiles(ctx context.Context, st Store, inputs []Object, dir string, targ
 					return nil, err
 				}
 			}
-			cur.rows = append(cur.rows, row)
-			cur.rowBytes += rowSize(&row)
+			cur.rows.appendRow(&row)
 			res.Rows++
-			if cur.rowBytes >= w.cfg.RowGroupBytes {
+			if cur.rows.size >= w.cfg.RowGroupBytes {
 				if err := w.flushRowGroup(cur); err != nil {
 					return nil, err
 				}

@@ -1,129 +1,89 @@
 package archive
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 
 	"github.com/tailsift/tailsift/internal/otlpwire"
 	"github.com/tailsift/tailsift/sampler"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// scopeRow is what every span of one sampler.Scope shares, decoded once.
-type scopeRow struct {
-	service      string
-	resAttrs     map[string]string
-	scopeName    string
-	scopeVersion string
-	promote      []func(*Row) // resource attributes that fill promoted columns
-}
-
-// rowBuilder turns kept spans into Rows.
+// rowBuilder decodes kept spans into a rowBatch.
 //
 // It caches decoded scopes across traces: the router interns scopes, so the
 // spans of every trace from one service instance share one *sampler.Scope,
-// decoded here once. It also interns span names and attribute keys, which
-// repeat on most rows, so a row allocates for its values and IDs only. Both
-// caches are bounded and start over when full.
+// decoded here once. The cache is bounded and starts over when full.
 type rowBuilder struct {
-	scopes  map[*sampler.Scope]*scopeRow
-	strs    map[string]string // interned names and keys
-	hex     []byte
-	trace   sampler.TraceID // the trace being built,
-	traceID string          // and its hex, shared by its rows
-	red     *Redaction      // nil: none
+	scopes map[*sampler.Scope]*scopeRow
+	red    *Redaction // nil: none
 }
 
-// Bounds of the rowBuilder caches: a service fleet's distinct scopes, and
-// span names plus attribute keys of a well-instrumented application.
-const (
-	maxCachedScopes  = 4096
-	maxInternStrings = 16384
-	maxInternLen     = 128 // longer strings are rarely repeated
-)
+// maxCachedScopes bounds the scope cache: a service fleet's distinct scopes.
+const maxCachedScopes = 4096
 
 func newRowBuilder(red *Redaction) *rowBuilder {
-	return &rowBuilder{scopes: make(map[*sampler.Scope]*scopeRow), strs: make(map[string]string), red: red}
+	return &rowBuilder{scopes: make(map[*sampler.Scope]*scopeRow), red: red}
 }
 
-// intern returns b as a string, shared with earlier calls for the same bytes.
-func (b *rowBuilder) intern(v []byte) string {
-	if len(v) > maxInternLen {
-		return string(v)
-	}
-	if s, ok := b.strs[string(v)]; ok {
-		return s
-	}
-	if len(b.strs) >= maxInternStrings {
-		clear(b.strs)
-	}
-	s := string(v)
-	b.strs[s] = s
-	return s
-}
-
-// appendRows appends one Row per span of k. A span whose bytes do not decode
-// (they were validated by the scanner, so this means a bug or memory
-// corruption) is returned as an error rather than archived half-empty.
-func (b *rowBuilder) appendRows(dst []Row, k *sampler.Kept) ([]Row, error) {
+// appendTrace adds one row per span of k to dst. A span whose bytes do not
+// decode (they were validated by the scanner, so this means a bug or memory
+// corruption) is returned as an error rather than archived half-empty, and
+// none of the trace's rows are added.
+func (b *rowBuilder) appendTrace(dst *rowBatch, k *sampler.Kept) error {
 	if len(b.scopes) >= maxCachedScopes {
 		clear(b.scopes)
 	}
-	b.trace, b.traceID = k.ID, b.hexString(k.ID[:])
+	m := dst.mark()
+	trace := uint32(len(dst.traces))
+	dst.traces = append(dst.traces, traceRow{
+		rootService: dst.addString(k.RootService),
+		rootName:    dst.addString(k.RootName),
+		reason:      dst.addString(k.Reason),
+		durationNs:  k.DurationNs,
+		spanCount:   int64(k.SpanCount),
+		decidedAt:   k.DecidedAt.UnixMicro(),
+		sampleRate:  k.SampleRate,
+		hasError:    k.HasError,
+		late:        k.Late,
+	})
+	id := dst.addHex(k.ID[:]) // shared by the rows of spans that carry k.ID
 	for i := range k.Spans {
 		sp := &k.Spans[i]
 		sc, err := b.scope(sp.Scope)
+		if err == nil {
+			err = b.appendSpan(dst, sp.Raw, sc, trace, k.ID, id)
+		}
 		if err != nil {
-			return dst, err
+			dst.rollback(m)
+			return err
 		}
-		dst = append(dst, Row{})
-		r := &dst[len(dst)-1]
-		if err := b.decodeSpan(sp.Raw, r); err != nil {
-			return dst[:len(dst)-1], err
-		}
-		r.ServiceName = sc.service
-		r.ResourceAttributes = sc.resAttrs
-		r.ScopeName, r.ScopeVersion = sc.scopeName, sc.scopeVersion
-		for _, p := range sc.promote {
-			p(r)
-		}
-		b.red.applyRow(r)
-		r.TraceRootService = k.RootService
-		r.TraceRootName = k.RootName
-		r.TraceDurationNs = k.DurationNs
-		r.TraceSpanCount = int64(k.SpanCount)
-		r.TraceHasError = k.HasError
-		r.SampleRate = k.SampleRate
-		r.KeepReason = k.Reason
-		r.DecidedAt = k.DecidedAt.UnixMicro()
-		r.Late = k.Late
 	}
-	return dst, nil
+	return nil
 }
 
 func (b *rowBuilder) scope(s *sampler.Scope) (*scopeRow, error) {
 	if sr, ok := b.scopes[s]; ok {
 		return sr, nil
 	}
-	sr := &scopeRow{service: s.Service}
+	sr := &scopeRow{service: []byte(s.Service)}
 	if len(s.Resource) > 0 {
-		sr.resAttrs = map[string]string{}
 		err := otlpwire.RangeAttrs(s.Resource, 1, func(key []byte, v otlpwire.Value) bool {
-			k := string(key)
-			if f, ok := promotedString[k]; ok {
-				val := v.String()
-				sr.promote = append(sr.promote, func(r *Row) {
-					if p := f(r); *p == nil {
-						*p = &val
-					}
-				})
+			val := v.AppendString(nil)
+			if slot, ok := promotedSlot[string(key)]; ok {
+				sr.promote = append(sr.promote, promotion{slot: slot, val: val})
 			}
-			sr.resAttrs[k] = v.String()
+			sr.res = append(sr.res, kvBytes{key: bytes.Clone(key), val: val})
 			return true
 		})
 		if err != nil {
 			return nil, fmt.Errorf("resource: %w", err)
 		}
-		b.red.apply(sr.resAttrs)
+		sr.res = b.red.resource(sortKVBytes(sr.res))
+		for _, a := range sr.res {
+			sr.resSize += len(a.key) + len(a.val) + 8
+		}
 	}
 	for m := s.Scope; len(m) > 0; {
 		num, typ, n := protowire.ConsumeTag(m)
@@ -137,9 +97,9 @@ func (b *rowBuilder) scope(s *sampler.Scope) (*scopeRow, error) {
 				return nil, fmt.Errorf("instrumentation scope: %w", protowire.ParseError(n))
 			}
 			if num == 1 {
-				sr.scopeName = string(v)
+				sr.scopeName = bytes.Clone(v)
 			} else {
-				sr.scopeVersion = string(v)
+				sr.scopeVersion = bytes.Clone(v)
 			}
 			m = m[n:]
 			continue
@@ -154,15 +114,7 @@ func (b *rowBuilder) scope(s *sampler.Scope) (*scopeRow, error) {
 	return sr, nil
 }
 
-func (b *rowBuilder) hexString(id []byte) string {
-	if len(id) == 0 {
-		return ""
-	}
-	b.hex = otlpwire.AppendHex(b.hex[:0], id)
-	return string(b.hex)
-}
-
-// decodeSpan fills the span's own columns from its encoded bytes.
+// appendSpan decodes one span into a row of dst.
 //
 //	message Span {
 //	  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4;
@@ -171,40 +123,40 @@ func (b *rowBuilder) hexString(id []byte) string {
 //	  repeated Event events = 11; uint32 dropped_events_count = 12;
 //	  repeated Link links = 13; uint32 dropped_links_count = 14; Status status = 15; fixed32 flags = 16;
 //	}
-func (b *rowBuilder) decodeSpan(raw []byte, r *Row) error {
+func (b *rowBuilder) appendSpan(dst *rowBatch, raw []byte, sc *scopeRow, trace uint32, id sampler.TraceID, hexID ref) error {
 	var si otlpwire.SpanInfo
 	if err := otlpwire.ScanSpan(raw, &si); err != nil {
 		return err
 	}
-	if string(si.TraceID) == string(b.trace[:]) {
-		r.TraceID = b.traceID
+	dst.spans = append(dst.spans, spanRow{scope: sc, trace: trace})
+	r := &dst.spans[len(dst.spans)-1]
+	if string(si.TraceID) == string(id[:]) {
+		r.traceID = hexID
 	} else {
-		r.TraceID = b.hexString(si.TraceID)
+		r.traceID = dst.addHex(si.TraceID)
 	}
-	r.SpanID = b.hexString(si.SpanID)
-	r.ParentSpanID = b.hexString(si.ParentID)
-	r.Name = b.intern(si.Name)
-	if int(si.Kind) < len(kindNames) && si.Kind >= 0 {
-		r.Kind = kindNames[si.Kind]
-	} else {
-		r.Kind = kindNames[0]
+	r.spanID = dst.addHex(si.SpanID)
+	r.parentID = dst.addHex(si.ParentID)
+	r.name = dst.add(si.Name)
+	kind, status := kindNames[0], statusNames[0]
+	if si.Kind >= 0 && int(si.Kind) < len(kindNames) {
+		kind = kindNames[si.Kind]
 	}
-	if int(si.StatusCode) < len(statusNames) && si.StatusCode >= 0 {
-		r.StatusCode = statusNames[si.StatusCode]
-	} else {
-		r.StatusCode = statusNames[0]
+	if si.StatusCode >= 0 && int(si.StatusCode) < len(statusNames) {
+		status = statusNames[si.StatusCode]
 	}
-	r.StartTimeUnixNano = int64(si.Start)
-	r.EndTimeUnixNano = int64(si.End)
-	r.StartTime = r.StartTimeUnixNano / 1e3
+	r.kind, r.status = dst.addString(kind), dst.addString(status)
+	r.start, r.end = int64(si.Start), int64(si.End)
+	r.startMicros = r.start / 1e3
 	if si.End > si.Start {
-		r.DurationNs = int64(si.End - si.Start)
+		r.duration = int64(si.End - si.Start)
 	}
-	if err := b.addAttrs(raw, r); err != nil {
-		return fmt.Errorf("span %s: %w", r.SpanID, err)
+	if err := b.appendAttrs(dst, raw, r); err != nil {
+		return fmt.Errorf("span %s: %w", dst.str(r.spanID), err)
 	}
 	// Another pass for what the scanner skips: trace state, events,
 	// links, status message. ScanSpan validated the framing.
+	r.events.lo, r.links.lo = uint32(len(dst.events)), uint32(len(dst.links))
 	for m := raw; len(m) > 0; {
 		num, typ, n := protowire.ConsumeTag(m)
 		m = m[n:]
@@ -217,152 +169,258 @@ func (b *rowBuilder) decodeSpan(raw []byte, r *Row) error {
 		var err error
 		switch num {
 		case 3:
-			r.TraceState = string(v)
+			r.traceState = dst.add(v)
 		case 11:
-			var e Event
-			e, err = decodeEvent(v)
-			r.Events = append(r.Events, e)
+			err = b.appendEvent(dst, v)
 		case 13:
-			var l Link
-			l, err = b.decodeLink(v)
-			r.Links = append(r.Links, l)
+			err = b.appendLink(dst, v)
 		case 15:
-			r.StatusMessage, err = statusMessage(v)
+			r.statusMessage, err = statusMessage(dst, v)
 		}
 		if err != nil {
-			return fmt.Errorf("span %s: %w", r.SpanID, err)
+			return fmt.Errorf("span %s: %w", dst.str(r.spanID), err)
 		}
 	}
+	r.events.hi, r.links.hi = uint32(len(dst.events)), uint32(len(dst.links))
+	for _, p := range sc.promote {
+		if r.has&(1<<p.slot) == 0 {
+			r.promoted[p.slot] = dst.add(p.val)
+			r.has |= 1 << p.slot
+		}
+	}
+	b.red.promoted(dst, r)
+	dst.size += dst.rowSize(r)
 	return nil
 }
 
-// addAttrs stores the span's attributes (Span field 9) in their promoted
+// appendAttrs stores the span's attributes (Span field 9) in their promoted
 // columns or the row's map, in one pass over the encoded span.
-func (b *rowBuilder) addAttrs(span []byte, r *Row) error {
-	return otlpwire.RangeAttrs(span, 9, func(key []byte, v otlpwire.Value) bool {
-		if f, ok := promotedString[string(key)]; ok {
-			s := v.String()
-			*f(r) = &s
+func (b *rowBuilder) appendAttrs(dst *rowBatch, span []byte, r *spanRow) error {
+	lo := len(dst.kvs)
+	err := otlpwire.RangeAttrs(span, 9, func(key []byte, v otlpwire.Value) bool {
+		if slot, ok := promotedSlot[string(key)]; ok {
+			r.promoted[slot] = dst.addValue(v)
+			r.has |= 1 << slot
 			return true
 		}
-		if f, ok := promotedInt[string(key)]; ok {
+		if isHTTPStatusKey(key) {
 			if n, ok := v.Int(); ok {
-				*f(r) = &n
+				r.httpStatus = n
+				r.has |= hasHTTPStatus
 				return true
 			}
 		}
-		if r.Attributes == nil {
-			r.Attributes = make(map[string]string, 8)
-		}
-		r.Attributes[b.intern(key)] = v.String()
+		dst.kvs = append(dst.kvs, kv{key: dst.add(key), val: dst.addValue(v)})
 		return true
 	})
+	r.attrs = b.red.kvs(dst, dst.sortKVs(lo))
+	return err
 }
 
-func attrMap(msg []byte, field protowire.Number) (map[string]string, error) {
-	var m map[string]string
+// appendMapAttrs stores the attributes in field of msg as a map: sorted by
+// key, the last of duplicate keys kept, redacted.
+func (b *rowBuilder) appendMapAttrs(dst *rowBatch, msg []byte, field protowire.Number) (span32, error) {
+	lo := len(dst.kvs)
 	err := otlpwire.RangeAttrs(msg, field, func(key []byte, v otlpwire.Value) bool {
-		if m == nil {
-			m = make(map[string]string, 4)
-		}
-		m[string(key)] = v.String()
+		dst.kvs = append(dst.kvs, kv{key: dst.add(key), val: dst.addValue(v)})
 		return true
 	})
-	return m, err
+	return b.red.kvs(dst, dst.sortKVs(lo)), err
 }
 
-// decodeEvent decodes
+// appendEvent decodes
 //
 //	message Event { fixed64 time_unix_nano = 1; string name = 2; repeated KeyValue attributes = 3; uint32 dropped_attributes_count = 4; }
-func decodeEvent(b []byte) (Event, error) {
-	var e Event
+func (b *rowBuilder) appendEvent(dst *rowBatch, msg []byte) error {
+	var e eventRow
 	var err error
-	if e.Attributes, err = attrMap(b, 3); err != nil {
-		return e, err
+	if e.attrs, err = b.appendMapAttrs(dst, msg, 3); err != nil {
+		return err
 	}
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
 		if n < 0 {
-			return e, protowire.ParseError(n)
+			return protowire.ParseError(n)
 		}
-		b = b[n:]
+		msg = msg[n:]
 		switch {
 		case num == 1 && typ == protowire.Fixed64Type:
 			var t uint64
-			t, n = protowire.ConsumeFixed64(b)
-			e.TimeUnixNano = int64(t)
+			t, n = protowire.ConsumeFixed64(msg)
+			e.time = int64(t)
 		case num == 2 && typ == protowire.BytesType:
 			var v []byte
-			v, n = protowire.ConsumeBytes(b)
-			e.Name = string(v)
+			v, n = protowire.ConsumeBytes(msg)
+			e.name = dst.add(v)
 		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
+			n = protowire.ConsumeFieldValue(num, typ, msg)
 		}
 		if n < 0 {
-			return e, protowire.ParseError(n)
+			return protowire.ParseError(n)
 		}
-		b = b[n:]
+		msg = msg[n:]
 	}
-	return e, nil
+	dst.events = append(dst.events, e)
+	return nil
 }
 
-// decodeLink decodes
+// appendLink decodes
 //
 //	message Link { bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; repeated KeyValue attributes = 4; ... }
-func (rb *rowBuilder) decodeLink(b []byte) (Link, error) {
-	var l Link
+func (b *rowBuilder) appendLink(dst *rowBatch, msg []byte) error {
+	var l linkRow
 	var err error
-	if l.Attributes, err = attrMap(b, 4); err != nil {
-		return l, err
+	if l.attrs, err = b.appendMapAttrs(dst, msg, 4); err != nil {
+		return err
 	}
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
 		if n < 0 {
-			return l, protowire.ParseError(n)
+			return protowire.ParseError(n)
 		}
-		b = b[n:]
+		msg = msg[n:]
 		if typ == protowire.BytesType && num <= 3 {
 			var v []byte
-			v, n = protowire.ConsumeBytes(b)
+			v, n = protowire.ConsumeBytes(msg)
 			switch num {
 			case 1:
-				l.TraceID = rb.hexString(v)
+				l.traceID = dst.addHex(v)
 			case 2:
-				l.SpanID = rb.hexString(v)
+				l.spanID = dst.addHex(v)
 			case 3:
-				l.TraceState = string(v)
+				l.traceState = dst.add(v)
 			}
 		} else {
-			n = protowire.ConsumeFieldValue(num, typ, b)
+			n = protowire.ConsumeFieldValue(num, typ, msg)
 		}
 		if n < 0 {
-			return l, protowire.ParseError(n)
+			return protowire.ParseError(n)
 		}
-		b = b[n:]
+		msg = msg[n:]
 	}
-	return l, nil
+	dst.links = append(dst.links, l)
+	return nil
 }
 
 // statusMessage decodes Status.message (field 2).
-func statusMessage(b []byte) (string, error) {
+func statusMessage(dst *rowBatch, b []byte) (ref, error) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return "", protowire.ParseError(n)
+			return ref{}, protowire.ParseError(n)
 		}
 		b = b[n:]
 		if num == 2 && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return "", protowire.ParseError(n)
+				return ref{}, protowire.ParseError(n)
 			}
-			return string(v), nil
+			return dst.add(v), nil
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return "", protowire.ParseError(n)
+			return ref{}, protowire.ParseError(n)
 		}
 		b = b[n:]
 	}
-	return "", nil
+	return ref{}, nil
+}
+
+// addHex stores id as lowercase hex.
+func (b *rowBatch) addHex(id []byte) ref {
+	off := len(b.arena)
+	b.arena = otlpwire.AppendHex(b.arena, id)
+	return b.refFrom(off)
+}
+
+// addValue stores an attribute value's text form.
+func (b *rowBatch) addValue(v otlpwire.Value) ref {
+	off := len(b.arena)
+	b.arena = v.AppendString(b.arena)
+	return b.refFrom(off)
+}
+
+// appendRow adds a row read back from an archive file (compaction).
+func (b *rowBatch) appendRow(r *Row) {
+	sc := &scopeRow{service: []byte(r.ServiceName), scopeName: []byte(r.ScopeName), scopeVersion: []byte(r.ScopeVersion)}
+	for k, v := range r.ResourceAttributes {
+		sc.res = append(sc.res, kvBytes{key: []byte(k), val: []byte(v)})
+		sc.resSize += len(k) + len(v) + 8
+	}
+	sc.res = sortKVBytes(sc.res)
+	trace := uint32(len(b.traces))
+	b.traces = append(b.traces, traceRow{
+		rootService: b.addString(r.TraceRootService),
+		rootName:    b.addString(r.TraceRootName),
+		reason:      b.addString(r.KeepReason),
+		durationNs:  r.TraceDurationNs,
+		spanCount:   r.TraceSpanCount,
+		decidedAt:   r.DecidedAt,
+		sampleRate:  r.SampleRate,
+		hasError:    r.TraceHasError,
+		late:        r.Late,
+	})
+	s := spanRow{
+		scope:         sc,
+		trace:         trace,
+		traceID:       b.addString(r.TraceID),
+		spanID:        b.addString(r.SpanID),
+		parentID:      b.addString(r.ParentSpanID),
+		traceState:    b.addString(r.TraceState),
+		name:          b.addString(r.Name),
+		kind:          b.addString(r.Kind),
+		status:        b.addString(r.StatusCode),
+		statusMessage: b.addString(r.StatusMessage),
+		start:         r.StartTimeUnixNano,
+		end:           r.EndTimeUnixNano,
+		startMicros:   r.StartTime,
+		duration:      r.DurationNs,
+	}
+	for slot, v := range r.promoted() {
+		if v != nil {
+			s.promoted[slot] = b.addString(*v)
+			s.has |= 1 << slot
+		}
+	}
+	if r.HTTPResponseStatusCode != nil {
+		s.httpStatus = *r.HTTPResponseStatusCode
+		s.has |= hasHTTPStatus
+	}
+	s.attrs = b.addMap(r.Attributes)
+	s.events.lo = uint32(len(b.events))
+	for _, e := range r.Events {
+		b.events = append(b.events, eventRow{time: e.TimeUnixNano, name: b.addString(e.Name), attrs: b.addMap(e.Attributes)})
+	}
+	s.events.hi = uint32(len(b.events))
+	s.links.lo = uint32(len(b.links))
+	for _, l := range r.Links {
+		b.links = append(b.links, linkRow{traceID: b.addString(l.TraceID), spanID: b.addString(l.SpanID),
+			traceState: b.addString(l.TraceState), attrs: b.addMap(l.Attributes)})
+	}
+	s.links.hi = uint32(len(b.links))
+	b.spans = append(b.spans, s)
+	b.size += b.rowSize(&s)
+}
+
+func (b *rowBatch) addMap(m map[string]string) span32 {
+	lo := len(b.kvs)
+	for k, v := range m {
+		b.kvs = append(b.kvs, kv{key: b.addString(k), val: b.addString(v)})
+	}
+	return b.sortKVs(lo)
+}
+
+// sortKVBytes sorts attributes by key and keeps the last of duplicate keys,
+// as a map would.
+func sortKVBytes(s []kvBytes) []kvBytes {
+	slices.SortStableFunc(s, func(x, y kvBytes) int { return bytes.Compare(x.key, y.key) })
+	n := 0
+	for i := range s {
+		if i+1 < len(s) && bytes.Equal(s[i].key, s[i+1].key) {
+			continue
+		}
+		s[n] = s[i]
+		n++
+	}
+	return s[:n]
 }

@@ -77,10 +77,11 @@ func NewRedaction(rules []RedactRule, hashKey []byte) (*Redaction, error) {
 	return r, nil
 }
 
-func (r *Redaction) rule(key string) *compiledRule {
+// rule returns the first rule that matches key, or nil.
+func (r *Redaction) rule(key []byte) *compiledRule {
 	for i := range r.rules {
 		c := &r.rules[i]
-		if c.keys[key] || c.keyRe != nil && c.keyRe.MatchString(key) {
+		if c.keys[string(key)] || c.keyRe != nil && c.keyRe.Match(key) {
 			return c
 		}
 	}
@@ -88,16 +89,12 @@ func (r *Redaction) rule(key string) *compiledRule {
 }
 
 // value returns the redacted value and whether to keep the attribute.
-func (r *Redaction) value(key, v string) (string, bool) {
-	c := r.rule(key)
-	if c == nil {
-		return v, true
-	}
+func (c *compiledRule) value(hashKey []byte, v string) (string, bool) {
 	switch c.action {
 	case "drop":
 		return "", false
 	case "hash":
-		m := hmac.New(sha256.New, r.key)
+		m := hmac.New(sha256.New, hashKey)
 		m.Write([]byte(v))
 		return "hmac:" + hex.EncodeToString(m.Sum(nil)[:16]), true
 	default:
@@ -105,47 +102,73 @@ func (r *Redaction) value(key, v string) (string, bool) {
 	}
 }
 
-// apply redacts a map in place.
-func (r *Redaction) apply(m map[string]string) {
+// kvs redacts the attribute list s, the last in b.kvs, and returns what is
+// left of it.
+func (r *Redaction) kvs(b *rowBatch, s span32) span32 {
 	if r == nil {
-		return
+		return s
 	}
-	for k, v := range m {
-		if nv, keep := r.value(k, v); !keep {
-			delete(m, k)
-		} else if nv != v {
-			m[k] = nv
+	n := s.lo
+	for _, a := range b.kvs[s.lo:s.hi] {
+		if c := r.rule(b.str(a.key)); c != nil {
+			v, keep := c.value(r.key, string(b.str(a.val)))
+			if !keep {
+				continue
+			}
+			a.val = b.addString(v)
 		}
+		b.kvs[n] = a
+		n++
 	}
+	b.kvs = b.kvs[:n]
+	return span32{s.lo, n}
 }
 
-// applyRow redacts every attribute of a row: span, event and link maps and
-// the promoted columns (resource attributes are redacted once per scope).
-func (r *Redaction) applyRow(row *Row) {
+// resource redacts resource attributes in place.
+func (r *Redaction) resource(res []kvBytes) []kvBytes {
+	if r == nil {
+		return res
+	}
+	out := res[:0]
+	for _, a := range res {
+		if c := r.rule(a.key); c != nil {
+			v, keep := c.value(r.key, string(a.val))
+			if !keep {
+				continue
+			}
+			a.val = []byte(v)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// promoted redacts a row's promoted columns, by each key they store in
+// turn (resource attributes are redacted once per scope, but a promoted
+// copy of one is redacted here).
+func (r *Redaction) promoted(b *rowBatch, row *spanRow) {
 	if r == nil {
 		return
 	}
-	r.apply(row.Attributes)
-	for i := range row.Events {
-		r.apply(row.Events[i].Attributes)
-	}
-	for i := range row.Links {
-		r.apply(row.Links[i].Attributes)
-	}
-	for key, field := range promotedString {
-		p := field(row)
-		if *p == nil {
-			continue
-		}
-		if nv, keep := r.value(key, **p); !keep {
-			*p = nil
-		} else if nv != **p {
-			*p = &nv
+	for slot, keys := range promotedKeys {
+		for _, key := range keys {
+			if row.has&(1<<slot) == 0 {
+				break
+			}
+			c := r.rule([]byte(key))
+			if c == nil {
+				continue
+			}
+			if v, keep := c.value(r.key, string(b.str(row.promoted[slot]))); !keep {
+				row.has &^= 1 << slot
+			} else {
+				row.promoted[slot] = b.addString(v)
+			}
 		}
 	}
-	for key, field := range promotedInt {
-		if p := field(row); *p != nil && r.rule(key) != nil {
-			*p = nil // a number cannot hold a hash or a mask
+	for _, key := range httpStatusKeys {
+		if r.rule([]byte(key)) != nil {
+			row.has &^= hasHTTPStatus // a number cannot hold a hash or a mask
 		}
 	}
 }

@@ -1,7 +1,10 @@
 package archive
 
 // Row is one span as archived. The struct is the schema: parquet-go derives
-// the Parquet schema from its tags. Rules, so that DuckDB, Spark and Trino
+// the Parquet schema from its tags, and readers (FindTrace, compaction,
+// tests) read files into Rows. The Writer does not build Rows: it writes
+// each column of this schema straight from decoded spans (columns.go),
+// which must follow every change made here. Rules, so that DuckDB, Spark and Trino
 // read every file without options:
 //   - ids are lowercase hex strings (what users paste from UIs and logs);
 //   - times are TIMESTAMP(MICROS, UTC) with the exact int64 nanoseconds
@@ -91,26 +94,65 @@ type Link struct {
 	Attributes map[string]string `parquet:"attributes" parquet-key:",dict"`
 }
 
-// promoted maps attribute keys to the Row column that stores them. Resource
-// attributes named here are promoted too (k8s.namespace.name usually is one).
-// Both the current and the older semantic-convention names map to a column.
-var promotedString = map[string]func(*Row) **string{
-	"http.request.method":         func(r *Row) **string { return &r.HTTPRequestMethod },
-	"http.method":                 func(r *Row) **string { return &r.HTTPRequestMethod },
-	"http.route":                  func(r *Row) **string { return &r.HTTPRoute },
-	"url.path":                    func(r *Row) **string { return &r.URLPath },
-	"db.system":                   func(r *Row) **string { return &r.DBSystem },
-	"db.system.name":              func(r *Row) **string { return &r.DBSystem },
-	"rpc.service":                 func(r *Row) **string { return &r.RPCService },
-	"rpc.method":                  func(r *Row) **string { return &r.RPCMethod },
-	"k8s.namespace.name":          func(r *Row) **string { return &r.K8sNamespaceName },
-	"deployment.environment.name": func(r *Row) **string { return &r.DeploymentEnvironment },
-	"deployment.environment":      func(r *Row) **string { return &r.DeploymentEnvironment },
+// Promoted string columns: the slots of spanRow.promoted, in schema order.
+const (
+	promHTTPRequestMethod = iota
+	promHTTPRoute
+	promURLPath
+	promDBSystem
+	promRPCService
+	promRPCMethod
+	promK8sNamespaceName
+	promDeploymentEnvironment
+	numPromoted
+)
+
+// promotedKeys lists the attribute keys each promoted string column stores,
+// the current semantic-convention name first, then older ones. Resource
+// attributes named here are promoted too (k8s.namespace.name usually is
+// one).
+var promotedKeys = [numPromoted][]string{
+	promHTTPRequestMethod:     {"http.request.method", "http.method"},
+	promHTTPRoute:             {"http.route"},
+	promURLPath:               {"url.path"},
+	promDBSystem:              {"db.system", "db.system.name"},
+	promRPCService:            {"rpc.service"},
+	promRPCMethod:             {"rpc.method"},
+	promK8sNamespaceName:      {"k8s.namespace.name"},
+	promDeploymentEnvironment: {"deployment.environment.name", "deployment.environment"},
 }
 
-var promotedInt = map[string]func(*Row) **int64{
-	"http.response.status_code": func(r *Row) **int64 { return &r.HTTPResponseStatusCode },
-	"http.status_code":          func(r *Row) **int64 { return &r.HTTPResponseStatusCode },
+// httpStatusKeys are the span attributes stored in
+// http_response_status_code when their value is an integer.
+var httpStatusKeys = []string{"http.response.status_code", "http.status_code"}
+
+// promotedSlot maps an attribute key to its promoted string column.
+var promotedSlot = func() map[string]uint8 {
+	m := map[string]uint8{}
+	for slot, keys := range promotedKeys {
+		for _, k := range keys {
+			m[k] = uint8(slot)
+		}
+	}
+	return m
+}()
+
+func isHTTPStatusKey(key []byte) bool {
+	return string(key) == httpStatusKeys[0] || string(key) == httpStatusKeys[1]
+}
+
+// promoted returns the promoted string columns of r, by slot.
+func (r *Row) promoted() [numPromoted]*string {
+	return [numPromoted]*string{
+		promHTTPRequestMethod:     r.HTTPRequestMethod,
+		promHTTPRoute:             r.HTTPRoute,
+		promURLPath:               r.URLPath,
+		promDBSystem:              r.DBSystem,
+		promRPCService:            r.RPCService,
+		promRPCMethod:             r.RPCMethod,
+		promK8sNamespaceName:      r.K8sNamespaceName,
+		promDeploymentEnvironment: r.DeploymentEnvironment,
+	}
 }
 
 var kindNames = [...]string{"UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"}

@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -36,11 +34,17 @@ type Writer struct {
 	full     bool      // the spool is at its cap: in is not read
 	lastWarn time.Time // of the spool-nearly-full warning
 
-	// spare is the row buffer of the last closed file, emptied, for the
-	// next file: a row group is tens of thousands of rows of a few hundred
-	// bytes each, too much to grow again from nothing every roll.
-	spare []Row
+	// spares are the row buffers of closed files, emptied, for the next
+	// files: a row group is tens of thousands of rows of a few hundred
+	// bytes each, too much to grow again from nothing every roll. (Parquet
+	// writers are not reused: parquet-go v0.32's Writer.Reset loses the
+	// columns' path_in_schema from the next file's footer.)
+	spares []*rowBatch
 }
+
+// maxSpares bounds Writer.spares: about the files a node has open at once
+// (the hour's, and the last hour's while its late spans arrive).
+const maxSpares = 2
 
 // openFile is a Parquet file being written. Its name starts with a dot and
 // ends in .tmp until it is complete, so readers globbing *.parquet (and
@@ -49,10 +53,9 @@ type openFile struct {
 	part      string
 	tmp, path string
 	f         *os.File
-	w         *parquet.GenericWriter[Row]
-	rows      []Row // current row group, sorted when flushed
-	rowBytes  int64 // estimated uncompressed size of rows
-	size      int64 // estimated uncompressed size written to w
+	w         *parquet.Writer
+	rows      *rowBatch // current row group, sorted when flushed
+	size      int64     // estimated uncompressed size written to w
 	spans     int
 	opened    time.Time
 	pending   []*sampler.Pending // settled once the file is durable
@@ -242,15 +245,9 @@ func (w *Writer) add(k *sampler.Kept) error {
 		}
 		w.files[part] = f
 	}
-	n := len(f.rows)
-	rows, err := w.rb.appendRows(f.rows, k)
-	if err != nil {
+	if err := w.rb.appendTrace(f.rows, k); err != nil {
 		w.m.errors.WithLabelValues("decode").Inc()
 		return fmt.Errorf("archive: trace %x: %w", k.ID, err)
-	}
-	f.rows = rows
-	for i := n; i < len(rows); i++ {
-		f.rowBytes += rowSize(&rows[i])
 	}
 	// Keep only what settles the spans: the raw bytes (and the Kafka
 	// records behind them) are free to go once rows hold copies.
@@ -261,34 +258,15 @@ func (w *Writer) add(k *sampler.Kept) error {
 	}
 	f.spans += len(k.Spans)
 	k.Spans = nil
-	if f.rowBytes >= w.cfg.RowGroupBytes {
+	if f.rows.size >= w.cfg.RowGroupBytes {
 		if err := w.flushRowGroup(f); err != nil {
 			return err
 		}
 	}
-	if f.size+f.rowBytes >= w.cfg.RollBytes {
+	if f.size+f.rows.size >= w.cfg.RollBytes {
 		return w.close(f)
 	}
 	return nil
-}
-
-// rowSize estimates a row's uncompressed size, for rolling by size.
-func rowSize(r *Row) int64 {
-	n := 200 + len(r.TraceID) + len(r.SpanID) + len(r.ParentSpanID) + len(r.TraceState) + len(r.Name) + len(r.StatusMessage)
-	for k, v := range r.Attributes {
-		n += len(k) + len(v) + 8
-	}
-	for k, v := range r.ResourceAttributes {
-		n += len(k) + len(v) + 8
-	}
-	for _, e := range r.Events {
-		n += 16 + len(e.Name)
-		for k, v := range e.Attributes {
-			n += len(k) + len(v) + 8
-		}
-	}
-	n += len(r.Links) * 80
-	return int64(n)
 }
 
 func (w *Writer) open(part string) (*openFile, error) {
@@ -308,34 +286,47 @@ func (w *Writer) openIn(dir, part string) (*openFile, error) {
 		path:   filepath.Join(dir, name),
 		tmp:    filepath.Join(dir, "."+name+".tmp"),
 		opened: now,
-		rows:   w.spare,
 	}
-	w.spare = nil
 	var err error
 	if f.f, err = os.OpenFile(f.tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err != nil {
 		w.m.errors.WithLabelValues("write").Inc()
 		return nil, fmt.Errorf("archive: %w", err)
 	}
-	f.w = parquet.NewGenericWriter[Row](f.f,
-		parquet.Compression(&zstd.Codec{Level: zstd.SpeedDefault}),
+	w.m.openFiles.Inc()
+	if n := len(w.spares); n > 0 {
+		f.rows, w.spares = w.spares[n-1], w.spares[:n-1]
+	} else {
+		f.rows = new(rowBatch)
+	}
+	f.w = parquet.NewWriter(f.f, writerOptions()...)
+	return f, nil
+}
+
+// writerOptions are the Parquet writer settings of every archive file.
+func writerOptions() []parquet.WriterOption {
+	return []parquet.WriterOption{
+		rowSchema,
+		parquet.Compression(zstdCodec),
 		// A dictionary-encoded column whose values turn out not to repeat
 		// (URLs with IDs in span attributes) switches to PLAIN once its
 		// dictionary reaches 1 MiB, as parquet-mr does, instead of growing
 		// without bound.
-		parquet.DictionaryMaxBytes(1<<20),
+		parquet.DictionaryMaxBytes(1 << 20),
 		// 10 bits per value: about 1% false positives, 1.25 bytes per span.
 		parquet.BloomFilters(parquet.SplitBlockFilter(10, "trace_id")),
 		// 128 KiB pages: about 4,000 trace IDs per page, so the page index
 		// on the sorted trace_id column narrows a lookup to a few pages.
-		parquet.PageBufferSize(128<<10),
+		parquet.PageBufferSize(128 << 10),
 		// Keep whole trace IDs as page bounds: truncated ones prune less.
 		parquet.ColumnIndexSizeLimit(func(path []string) int { return 64 }),
 		parquet.CreatedBy("tailsift", "1", ""),
 		parquet.KeyValueMetadata("tailsift.schema", "1"),
-	)
-	w.m.openFiles.Inc()
-	return f, nil
+	}
 }
+
+// zstdCodec compresses every page of every file. One for all files: each
+// zstd encoder it pools allocates several megabytes of tables.
+var zstdCodec = &zstd.Codec{Level: zstd.SpeedDefault}
 
 // ownFile reports whether base, a temporary file name, was made by
 // fileName for node: ".part-" node "-" time "-" suffix ".parquet.tmp".
@@ -362,13 +353,11 @@ func fileName(node string, t time.Time) string {
 // them as one row group, so a trace's spans sit together and row-group
 // statistics and the bloom filter prune well.
 func (w *Writer) flushRowGroup(f *openFile) error {
-	if len(f.rows) == 0 {
+	if f.rows.len() == 0 {
 		return nil
 	}
-	slices.SortFunc(f.rows, func(a, b Row) int {
-		return cmp.Or(strings.Compare(a.TraceID, b.TraceID), cmp.Compare(a.StartTimeUnixNano, b.StartTimeUnixNano))
-	})
-	if _, err := f.w.Write(f.rows); err != nil {
+	f.rows.sortRows()
+	if err := f.rows.writeTo(f.w); err != nil {
 		w.m.errors.WithLabelValues("write").Inc()
 		return fmt.Errorf("archive: writing %s: %w", f.tmp, err)
 	}
@@ -376,10 +365,8 @@ func (w *Writer) flushRowGroup(f *openFile) error {
 		w.m.errors.WithLabelValues("write").Inc()
 		return fmt.Errorf("archive: writing %s: %w", f.tmp, err)
 	}
-	clear(f.rows) // drop references to maps and strings
-	f.rows = f.rows[:0]
-	f.size += f.rowBytes
-	f.rowBytes = 0
+	f.size += f.rows.size
+	f.rows.reset()
 	return nil
 }
 
@@ -389,8 +376,8 @@ func (w *Writer) close(f *openFile) error {
 	delete(w.files, f.part)
 	w.m.openFiles.Dec()
 	err := w.flushRowGroup(f)
-	if err == nil && cap(f.rows) > cap(w.spare) {
-		w.spare, f.rows = f.rows[:0], nil // emptied by flushRowGroup
+	if err == nil && len(w.spares) < maxSpares {
+		w.spares, f.rows = append(w.spares, f.rows), nil // emptied by flushRowGroup
 	}
 	if err == nil {
 		err = f.w.Close()
