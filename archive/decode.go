@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"slices"
 
@@ -18,6 +19,7 @@ import (
 type rowBuilder struct {
 	scopes map[*sampler.Scope]*scopeRow
 	red    *Redaction // nil: none
+	attrs  []kv       // a span's attributes while it is decoded
 }
 
 // maxCachedScopes bounds the scope cache: a service fleet's distinct scopes.
@@ -114,7 +116,8 @@ func (b *rowBuilder) scope(s *sampler.Scope) (*scopeRow, error) {
 	return sr, nil
 }
 
-// appendSpan decodes one span into a row of dst.
+// appendSpan decodes one span into a row of dst, in one pass over its
+// bytes.
 //
 //	message Span {
 //	  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4;
@@ -123,65 +126,121 @@ func (b *rowBuilder) scope(s *sampler.Scope) (*scopeRow, error) {
 //	  repeated Event events = 11; uint32 dropped_events_count = 12;
 //	  repeated Link links = 13; uint32 dropped_links_count = 14; Status status = 15; fixed32 flags = 16;
 //	}
+//
+// The fields the router's scanner reads (otlpwire.ScanSpan) are checked as
+// it checks them; attributes, events and links of another wire type than
+// bytes are skipped, as otlpwire.RangeAttrs skips them.
 func (b *rowBuilder) appendSpan(dst *rowBatch, raw []byte, sc *scopeRow, trace uint32, id sampler.TraceID, hexID ref) error {
-	var si otlpwire.SpanInfo
-	if err := otlpwire.ScanSpan(raw, &si); err != nil {
-		return err
-	}
 	dst.spans = append(dst.spans, spanRow{scope: sc, trace: trace})
 	r := &dst.spans[len(dst.spans)-1]
-	if string(si.TraceID) == string(id[:]) {
-		r.traceID = hexID
-	} else {
-		r.traceID = dst.addHex(si.TraceID)
-	}
-	r.spanID = dst.addHex(si.SpanID)
-	r.parentID = dst.addHex(si.ParentID)
-	r.name = dst.add(si.Name)
-	kind, status := kindNames[0], statusNames[0]
-	if si.Kind >= 0 && int(si.Kind) < len(kindNames) {
-		kind = kindNames[si.Kind]
-	}
-	if si.StatusCode >= 0 && int(si.StatusCode) < len(statusNames) {
-		status = statusNames[si.StatusCode]
-	}
-	r.kind, r.status = dst.addString(kind), dst.addString(status)
-	r.start, r.end = int64(si.Start), int64(si.End)
-	r.startMicros = r.start / 1e3
-	if si.End > si.Start {
-		r.duration = int64(si.End - si.Start)
-	}
-	if err := b.appendAttrs(dst, raw, r); err != nil {
-		return fmt.Errorf("span %s: %w", dst.str(r.spanID), err)
-	}
-	// Another pass for what the scanner skips: trace state, events,
-	// links, status message. ScanSpan validated the framing.
+	var traceID, spanID []byte
+	var start, end uint64
+	var kind, status int32
+	attrs := b.attrs[:0]
 	r.events.lo, r.links.lo = uint32(len(dst.events)), uint32(len(dst.links))
 	for m := raw; len(m) > 0; {
-		num, typ, n := protowire.ConsumeTag(m)
-		m = m[n:]
-		if typ != protowire.BytesType {
-			m = m[protowire.ConsumeFieldValue(num, typ, m):]
-			continue
+		num, typ, n := consumeTag(m)
+		if n < 0 {
+			return malformed("Span", protowire.ParseError(n))
 		}
-		v, n := protowire.ConsumeBytes(m)
+		field := m
 		m = m[n:]
 		var err error
 		switch num {
-		case 3:
-			r.traceState = dst.add(v)
-		case 11:
-			err = b.appendEvent(dst, v)
-		case 13:
-			err = b.appendLink(dst, v)
-		case 15:
-			r.statusMessage, err = statusMessage(dst, v)
+		case 1, 2, 3, 4, 5, 9, 11, 13, 15:
+			if typ != protowire.BytesType {
+				if num == 3 || num >= 9 && num != 15 {
+					n = protowire.ConsumeFieldValue(num, typ, m)
+					break
+				}
+				return malformed("Span", fmt.Errorf("field %d has wire type %d", num, typ))
+			}
+			var v []byte
+			if v, n = consumeBytes(m); n < 0 {
+				break
+			}
+			switch num {
+			case 1:
+				traceID = v
+			case 2:
+				spanID = v
+			case 3:
+				r.traceState = dst.add(v)
+			case 4:
+				r.parentID = dst.addHex(v)
+			case 5:
+				r.name = dst.add(v)
+			case 9:
+				if key, val, ok := keyValue(v); ok {
+					attrs = b.spanAttr(dst, r, attrs, key, val)
+					break
+				}
+				err = otlpwire.RangeAttrs(field[:len(field)-len(m)+n], 9, func(key []byte, v otlpwire.Value) bool {
+					attrs = b.spanAttr(dst, r, attrs, key, v)
+					return true
+				})
+			case 11:
+				err = b.appendEvent(dst, v)
+			case 13:
+				err = b.appendLink(dst, v)
+			case 15:
+				var msg ref
+				if status, msg, err = decodeStatus(dst, v); err == nil {
+					r.statusMessage = msg
+				}
+			}
+		case 6:
+			if typ != protowire.VarintType {
+				return malformed("Span", fmt.Errorf("field %d has wire type %d", num, typ))
+			}
+			var k uint64
+			k, n = protowire.ConsumeVarint(m)
+			kind = int32(k)
+		case 7, 8:
+			if typ != protowire.Fixed64Type {
+				return malformed("Span", fmt.Errorf("field %d has wire type %d", num, typ))
+			}
+			var t uint64
+			if t, n = protowire.ConsumeFixed64(m); num == 7 {
+				start = t
+			} else {
+				end = t
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, m)
+		}
+		if n < 0 {
+			return malformed("Span", protowire.ParseError(n))
 		}
 		if err != nil {
-			return fmt.Errorf("span %s: %w", dst.str(r.spanID), err)
+			return fmt.Errorf("span %x: %w", spanID, err)
 		}
+		m = m[n:]
 	}
+	b.attrs = attrs
 	r.events.hi, r.links.hi = uint32(len(dst.events)), uint32(len(dst.links))
+	if string(traceID) == string(id[:]) {
+		r.traceID = hexID
+	} else {
+		r.traceID = dst.addHex(traceID)
+	}
+	r.spanID = dst.addHex(spanID)
+	kindName, statusName := kindNames[0], statusNames[0]
+	if kind >= 0 && int(kind) < len(kindNames) {
+		kindName = kindNames[kind]
+	}
+	if status >= 0 && int(status) < len(statusNames) {
+		statusName = statusNames[status]
+	}
+	r.kind, r.status = dst.addString(kindName), dst.addString(statusName)
+	r.start, r.end = int64(start), int64(end)
+	r.startMicros = r.start / 1e3
+	if end > start {
+		r.duration = int64(end - start)
+	}
+	lo := len(dst.kvs)
+	dst.kvs = append(dst.kvs, attrs...)
+	r.attrs = b.red.kvs(dst, dst.sortKVs(lo))
 	for _, p := range sc.promote {
 		if r.has&(1<<p.slot) == 0 {
 			r.promoted[p.slot] = dst.add(p.val)
@@ -193,28 +252,65 @@ func (b *rowBuilder) appendSpan(dst *rowBatch, raw []byte, sc *scopeRow, trace u
 	return nil
 }
 
-// appendAttrs stores the span's attributes (Span field 9) in their promoted
-// columns or the row's map, in one pass over the encoded span.
-func (b *rowBuilder) appendAttrs(dst *rowBatch, span []byte, r *spanRow) error {
-	lo := len(dst.kvs)
-	err := otlpwire.RangeAttrs(span, 9, func(key []byte, v otlpwire.Value) bool {
-		if slot, ok := promotedSlot[string(key)]; ok {
-			r.promoted[slot] = dst.addValue(v)
-			r.has |= 1 << slot
-			return true
+// spanAttr stores a span attribute in its promoted column, or appends it to
+// attrs, the row's map.
+func (b *rowBuilder) spanAttr(dst *rowBatch, r *spanRow, attrs []kv, key []byte, v otlpwire.Value) []kv {
+	if slot, ok := promotedSlot[string(key)]; ok {
+		r.promoted[slot] = dst.addValue(v)
+		r.has |= 1 << slot
+		return attrs
+	}
+	if isHTTPStatusKey(key) {
+		if n, ok := v.Int(); ok {
+			r.httpStatus = n
+			r.has |= hasHTTPStatus
+			return attrs
 		}
-		if isHTTPStatusKey(key) {
-			if n, ok := v.Int(); ok {
-				r.httpStatus = n
-				r.has |= hasHTTPStatus
-				return true
-			}
-		}
-		dst.kvs = append(dst.kvs, kv{key: dst.add(key), val: dst.addValue(v)})
-		return true
-	})
-	r.attrs = b.red.kvs(dst, dst.sortKVs(lo))
-	return err
+	}
+	return append(attrs, kv{key: dst.add(key), val: dst.addValue(v)})
+}
+
+// consumeTag is protowire.ConsumeTag with a fast path for one-byte tags
+// (fields 1 to 15).
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	if len(b) > 0 && b[0] >= 1<<3 && b[0] < 0x80 {
+		return protowire.Number(b[0] >> 3), protowire.Type(b[0] & 7), 1
+	}
+	return protowire.ConsumeTag(b)
+}
+
+// consumeBytes is protowire.ConsumeBytes with a fast path for lengths
+// under 128.
+func consumeBytes(b []byte) ([]byte, int) {
+	if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+		n := 1 + int(b[0])
+		return b[1:n:n], n
+	}
+	return protowire.ConsumeBytes(b)
+}
+
+// keyValue decodes a KeyValue (message KeyValue { string key = 1; AnyValue
+// value = 2; }) in its usual encoding: the key, then the value, each under
+// 128 bytes. ok is false for any other encoding, or a malformed value:
+// otlpwire.RangeAttrs then reads it.
+func keyValue(kv []byte) (key []byte, v otlpwire.Value, ok bool) {
+	if len(kv) < 4 || kv[0] != 1<<3|2 || kv[1] >= 0x80 {
+		return nil, v, false
+	}
+	k := 2 + int(kv[1])
+	if k+2 > len(kv) || kv[k] != 2<<3|2 || kv[k+1] >= 0x80 || k+2+int(kv[k+1]) != len(kv) {
+		return nil, v, false
+	}
+	key, val := kv[2:k], kv[k+2:]
+	if len(val) >= 2 && val[0] == 1<<3|2 && int(val[1])+2 == len(val) { // string_value, under 128 bytes
+		return key, otlpwire.Value{Type: otlpwire.ValueString, Str: val[2:]}, true
+	}
+	v, err := otlpwire.DecodeValue(val)
+	return key, v, err == nil
+}
+
+func malformed(msg string, err error) error {
+	return fmt.Errorf("%w: %s: %v", otlpwire.ErrMalformed, msg, err)
 }
 
 // appendMapAttrs stores the attributes in field of msg as a map: sorted by
@@ -302,34 +398,43 @@ func (b *rowBuilder) appendLink(dst *rowBatch, msg []byte) error {
 	return nil
 }
 
-// statusMessage decodes Status.message (field 2).
-func statusMessage(dst *rowBatch, b []byte) (ref, error) {
+// decodeStatus decodes
+//
+//	message Status { reserved 1; string message = 2; StatusCode code = 3; }
+func decodeStatus(dst *rowBatch, b []byte) (code int32, msg ref, err error) {
+	seenMsg := false
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return ref{}, protowire.ParseError(n)
+			return 0, ref{}, malformed("Status", protowire.ParseError(n))
 		}
 		b = b[n:]
-		if num == 2 && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return ref{}, protowire.ParseError(n)
+		switch {
+		case num == 2 && typ == protowire.BytesType:
+			var v []byte
+			if v, n = protowire.ConsumeBytes(b); n >= 0 && !seenMsg {
+				msg, seenMsg = dst.add(v), true
 			}
-			return dst.add(v), nil
+		case num == 3 && typ == protowire.VarintType:
+			var c uint64
+			c, n = protowire.ConsumeVarint(b)
+			code = int32(c)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return ref{}, protowire.ParseError(n)
+			return 0, ref{}, malformed("Status", protowire.ParseError(n))
 		}
 		b = b[n:]
 	}
-	return ref{}, nil
+	return code, msg, nil
 }
 
 // addHex stores id as lowercase hex.
 func (b *rowBatch) addHex(id []byte) ref {
 	off := len(b.arena)
-	b.arena = otlpwire.AppendHex(b.arena, id)
+	b.arena = slices.Grow(b.arena, 2*len(id))[:off+2*len(id)]
+	hex.Encode(b.arena[off:], id)
 	return b.refFrom(off)
 }
 
