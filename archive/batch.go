@@ -29,9 +29,9 @@ type rowBatch struct {
 	links  []linkRow
 	traces []traceRow
 
-	keys  []sortKey       // for sortRows
-	order []int32         // row indexes in the order they are written
-	vals  []parquet.Value // one column's values of a chunk of rows
+	keys  []sortKey                   // for sortRows
+	order []int32                     // row indexes in the order they are written
+	cols  [numColumns][]parquet.Value // each column's values of a chunk of rows
 
 	size int64 // estimated uncompressed size of the rows (rowSize)
 }
@@ -95,9 +95,9 @@ type scopeRow struct {
 	resSize                          int       // rowSize's share of res
 	promote                          []promotion
 
-	// resVals are the values of the resource_attributes columns (values,
-	// keys) for every span of the scope, made when first written.
-	resVals [2][]parquet.Value
+	// resValues are the values of the resource_attributes columns (keys,
+	// values) for every span of the scope, made when first written.
+	resValues *[2][]parquet.Value
 }
 
 type kvBytes struct{ key, val []byte }
@@ -238,18 +238,24 @@ const rowsPerWrite = 64
 // group w is writing.
 func (b *rowBatch) writeTo(w *parquet.Writer) error {
 	cols := w.ColumnWriters()
-	if len(cols) != len(rowColumns) {
-		return fmt.Errorf("BUG: archive schema has %d columns, the row writer %d", len(cols), len(rowColumns))
+	if len(cols) != numColumns {
+		return fmt.Errorf("BUG: archive schema has %d columns, the row writer %d", len(cols), numColumns)
 	}
 	for lo := 0; lo < len(b.order); lo += rowsPerWrite {
-		rows := b.order[lo:min(lo+rowsPerWrite, len(b.order))]
-		for i, write := range rowColumns {
-			b.vals = write(b, rows, b.vals[:0])
-			if _, err := cols[i].WriteRowValues(b.vals); err != nil {
+		for c := range b.cols {
+			b.cols[c] = b.cols[c][:0]
+		}
+		for _, i := range b.order[lo:min(lo+rowsPerWrite, len(b.order))] {
+			b.appendValues(&b.cols, i)
+		}
+		for c, vals := range b.cols {
+			if _, err := cols[c].WriteRowValues(vals); err != nil {
 				return err
 			}
 		}
 	}
-	clear(b.vals[:cap(b.vals)]) // drop references to the arena
+	for c := range b.cols {
+		clear(b.cols[c][:cap(b.cols[c])]) // drop references to the arena
+	}
 	return nil
 }

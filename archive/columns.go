@@ -10,84 +10,133 @@ import (
 // rowSchema is the archive's Parquet schema, derived from Row's tags.
 var rowSchema = parquet.SchemaOf(new(Row))
 
-// A columnWriter appends the values of column col for rows, with the
-// repetition and definition levels the Row schema gives them.
-type columnWriter func(b *rowBatch, rows []int32, col int, vals []parquet.Value) []parquet.Value
+// The leaf columns of rowSchema, in schema order (checked by init).
+const (
+	colTraceID = iota
+	colSpanID
+	colParentSpanID
+	colTraceState
+	colServiceName
+	colName
+	colKind
+	colStartTime
+	colStartTimeUnixNano
+	colEndTimeUnixNano
+	colDurationNs
+	colStatusCode
+	colStatusMessage
+	colScopeName
+	colScopeVersion
+	colHTTPRequestMethod
+	colHTTPRoute
+	colHTTPResponseStatusCode
+	colURLPath
+	colDBSystem
+	colRPCService
+	colRPCMethod
+	colK8sNamespaceName
+	colDeploymentEnvironment
+	colAttrKey
+	colAttrValue
+	colResourceKey
+	colResourceValue
+	colEventTime
+	colEventName
+	colEventAttrKey
+	colEventAttrValue
+	colLinkTraceID
+	colLinkSpanID
+	colLinkTraceState
+	colLinkAttrKey
+	colLinkAttrValue
+	colTraceRootService
+	colTraceRootName
+	colTraceDurationNs
+	colTraceSpanCount
+	colTraceHasError
+	colSampleRate
+	colKeepReason
+	colDecidedAt
+	colLate
+	numColumns
+)
 
-// rowColumns writes each leaf column of rowSchema, in schema order.
-var rowColumns = bindColumns([]struct {
-	path  string
-	write columnWriter
-}{
-	{"trace_id", spanString(func(r *spanRow) ref { return r.traceID })},
-	{"span_id", spanString(func(r *spanRow) ref { return r.spanID })},
-	{"parent_span_id", spanString(func(r *spanRow) ref { return r.parentID })},
-	{"trace_state", spanString(func(r *spanRow) ref { return r.traceState })},
-	{"service_name", scopeString(func(s *scopeRow) []byte { return s.service })},
-	{"name", spanString(func(r *spanRow) ref { return r.name })},
-	{"kind", spanString(func(r *spanRow) ref { return r.kind })},
-	{"start_time", spanInt64(func(r *spanRow) int64 { return r.startMicros })},
-	{"start_time_unix_nano", spanInt64(func(r *spanRow) int64 { return r.start })},
-	{"end_time_unix_nano", spanInt64(func(r *spanRow) int64 { return r.end })},
-	{"duration_ns", spanInt64(func(r *spanRow) int64 { return r.duration })},
-	{"status_code", spanString(func(r *spanRow) ref { return r.status })},
-	{"status_message", spanString(func(r *spanRow) ref { return r.statusMessage })},
-	{"scope_name", scopeString(func(s *scopeRow) []byte { return s.scopeName })},
-	{"scope_version", scopeString(func(s *scopeRow) []byte { return s.scopeVersion })},
-	{"http_request_method", promotedColumn(promHTTPRequestMethod)},
-	{"http_route", promotedColumn(promHTTPRoute)},
-	{"http_response_status_code", httpStatusColumn},
-	{"url_path", promotedColumn(promURLPath)},
-	{"db_system", promotedColumn(promDBSystem)},
-	{"rpc_service", promotedColumn(promRPCService)},
-	{"rpc_method", promotedColumn(promRPCMethod)},
-	{"k8s_namespace_name", promotedColumn(promK8sNamespaceName)},
-	{"deployment_environment", promotedColumn(promDeploymentEnvironment)},
-	{"attributes.key_value.key", attrColumn(true)},
-	{"attributes.key_value.value", attrColumn(false)},
-	{"resource_attributes.key_value.key", resourceColumn(true)},
-	{"resource_attributes.key_value.value", resourceColumn(false)},
-	{"events.list.element.time_unix_nano", eventColumn(func(b *rowBatch, e *eventRow) parquet.Value { return parquet.Int64Value(e.time) })},
-	{"events.list.element.name", eventColumn(func(b *rowBatch, e *eventRow) parquet.Value { return parquet.ByteArrayValue(b.str(e.name)) })},
-	{"events.list.element.attributes.key_value.key", eventAttrColumn(true)},
-	{"events.list.element.attributes.key_value.value", eventAttrColumn(false)},
-	{"links.list.element.trace_id", linkColumn(func(l *linkRow) ref { return l.traceID })},
-	{"links.list.element.span_id", linkColumn(func(l *linkRow) ref { return l.spanID })},
-	{"links.list.element.trace_state", linkColumn(func(l *linkRow) ref { return l.traceState })},
-	{"links.list.element.attributes.key_value.key", linkAttrColumn(true)},
-	{"links.list.element.attributes.key_value.value", linkAttrColumn(false)},
-	{"trace_root_service", traceColumn(func(b *rowBatch, t *traceRow) parquet.Value { return parquet.ByteArrayValue(b.str(t.rootService)) })},
-	{"trace_root_name", traceColumn(func(b *rowBatch, t *traceRow) parquet.Value { return parquet.ByteArrayValue(b.str(t.rootName)) })},
-	{"trace_duration_ns", traceColumn(func(b *rowBatch, t *traceRow) parquet.Value { return parquet.Int64Value(t.durationNs) })},
-	{"trace_span_count", traceColumn(func(b *rowBatch, t *traceRow) parquet.Value { return parquet.Int64Value(t.spanCount) })},
-	{"trace_has_error", traceColumn(func(b *rowBatch, t *traceRow) parquet.Value { return parquet.BooleanValue(t.hasError) })},
-	{"sample_rate", traceColumn(func(b *rowBatch, t *traceRow) parquet.Value { return parquet.DoubleValue(t.sampleRate) })},
-	{"keep_reason", traceColumn(func(b *rowBatch, t *traceRow) parquet.Value { return parquet.ByteArrayValue(b.str(t.reason)) })},
-	{"decided_at", traceColumn(func(b *rowBatch, t *traceRow) parquet.Value { return parquet.Int64Value(t.decidedAt) })},
-	{"late", traceColumn(func(b *rowBatch, t *traceRow) parquet.Value { return parquet.BooleanValue(t.late) })},
-})
+var columnPaths = [numColumns]string{
+	colTraceID:                "trace_id",
+	colSpanID:                 "span_id",
+	colParentSpanID:           "parent_span_id",
+	colTraceState:             "trace_state",
+	colServiceName:            "service_name",
+	colName:                   "name",
+	colKind:                   "kind",
+	colStartTime:              "start_time",
+	colStartTimeUnixNano:      "start_time_unix_nano",
+	colEndTimeUnixNano:        "end_time_unix_nano",
+	colDurationNs:             "duration_ns",
+	colStatusCode:             "status_code",
+	colStatusMessage:          "status_message",
+	colScopeName:              "scope_name",
+	colScopeVersion:           "scope_version",
+	colHTTPRequestMethod:      "http_request_method",
+	colHTTPRoute:              "http_route",
+	colHTTPResponseStatusCode: "http_response_status_code",
+	colURLPath:                "url_path",
+	colDBSystem:               "db_system",
+	colRPCService:             "rpc_service",
+	colRPCMethod:              "rpc_method",
+	colK8sNamespaceName:       "k8s_namespace_name",
+	colDeploymentEnvironment:  "deployment_environment",
+	colAttrKey:                "attributes.key_value.key",
+	colAttrValue:              "attributes.key_value.value",
+	colResourceKey:            "resource_attributes.key_value.key",
+	colResourceValue:          "resource_attributes.key_value.value",
+	colEventTime:              "events.list.element.time_unix_nano",
+	colEventName:              "events.list.element.name",
+	colEventAttrKey:           "events.list.element.attributes.key_value.key",
+	colEventAttrValue:         "events.list.element.attributes.key_value.value",
+	colLinkTraceID:            "links.list.element.trace_id",
+	colLinkSpanID:             "links.list.element.span_id",
+	colLinkTraceState:         "links.list.element.trace_state",
+	colLinkAttrKey:            "links.list.element.attributes.key_value.key",
+	colLinkAttrValue:          "links.list.element.attributes.key_value.value",
+	colTraceRootService:       "trace_root_service",
+	colTraceRootName:          "trace_root_name",
+	colTraceDurationNs:        "trace_duration_ns",
+	colTraceSpanCount:         "trace_span_count",
+	colTraceHasError:          "trace_has_error",
+	colSampleRate:             "sample_rate",
+	colKeepReason:             "keep_reason",
+	colDecidedAt:              "decided_at",
+	colLate:                   "late",
+}
 
-// bindColumns checks that columns name rowSchema's leaf columns in order,
-// and binds each writer to its column index.
-func bindColumns(columns []struct {
-	path  string
-	write columnWriter
-}) []func(b *rowBatch, rows []int32, vals []parquet.Value) []parquet.Value {
+// promotedColumns are the columns of spanRow.promoted, by slot.
+var promotedColumns = [numPromoted]int{
+	promHTTPRequestMethod:     colHTTPRequestMethod,
+	promHTTPRoute:             colHTTPRoute,
+	promURLPath:               colURLPath,
+	promDBSystem:              colDBSystem,
+	promRPCService:            colRPCService,
+	promRPCMethod:             colRPCMethod,
+	promK8sNamespaceName:      colK8sNamespaceName,
+	promDeploymentEnvironment: colDeploymentEnvironment,
+}
+
+// nulls holds each column's null at the top level: an absent optional
+// value, or an empty map or list.
+var nulls [numColumns]parquet.Value
+
+func init() {
 	leaves := rowSchema.Columns()
-	if len(leaves) != len(columns) {
-		panic(fmt.Sprintf("BUG: Row has %d columns, the row writer %d", len(leaves), len(columns)))
+	if len(leaves) != numColumns {
+		panic(fmt.Sprintf("BUG: Row has %d columns, the row writer %d", len(leaves), numColumns))
 	}
-	out := make([]func(*rowBatch, []int32, []parquet.Value) []parquet.Value, len(columns))
-	for i, c := range columns {
-		if p := strings.Join(leaves[i], "."); p != c.path {
-			panic(fmt.Sprintf("BUG: column %d of Row is %s, the row writer writes %s there", i, p, c.path))
+	for i, leaf := range leaves {
+		if p := strings.Join(leaf, "."); p != columnPaths[i] {
+			panic(fmt.Sprintf("BUG: column %d of Row is %s, the row writer writes %s there", i, p, columnPaths[i]))
 		}
-		col, write := i, c.write
-		out[i] = func(b *rowBatch, rows []int32, vals []parquet.Value) []parquet.Value {
-			return write(b, rows, col, vals)
-		}
+		nulls[i] = parquet.NullValue().Level(0, 0, i)
 	}
-	return out
 }
 
 // Levels, from rowSchema: top-level columns are required (0, 0) or
@@ -98,175 +147,118 @@ func bindColumns(columns []struct {
 // (setting levels and column index on each was a tenth of the writer's
 // time).
 
-func spanString(get func(*spanRow) ref) columnWriter {
-	return func(b *rowBatch, rows []int32, col int, vals []parquet.Value) []parquet.Value {
-		for _, i := range rows {
-			vals = append(vals, parquet.ByteArrayValue(b.str(get(&b.spans[i]))))
-		}
-		return vals
-	}
-}
+func (b *rowBatch) value(s ref) parquet.Value { return parquet.ByteArrayValue(b.str(s)) }
 
-func spanInt64(get func(*spanRow) int64) columnWriter {
-	return func(b *rowBatch, rows []int32, col int, vals []parquet.Value) []parquet.Value {
-		for _, i := range rows {
-			vals = append(vals, parquet.Int64Value(get(&b.spans[i])))
-		}
-		return vals
-	}
-}
-
-func scopeString(get func(*scopeRow) []byte) columnWriter {
-	return func(b *rowBatch, rows []int32, col int, vals []parquet.Value) []parquet.Value {
-		for _, i := range rows {
-			vals = append(vals, parquet.ByteArrayValue(get(b.spans[i].scope)))
-		}
-		return vals
-	}
-}
-
-func traceColumn(get func(*rowBatch, *traceRow) parquet.Value) columnWriter {
-	return func(b *rowBatch, rows []int32, col int, vals []parquet.Value) []parquet.Value {
-		for _, i := range rows {
-			vals = append(vals, get(b, &b.traces[b.spans[i].trace]))
-		}
-		return vals
-	}
-}
-
-func promotedColumn(slot int) columnWriter {
-	return func(b *rowBatch, rows []int32, col int, vals []parquet.Value) []parquet.Value {
-		null := parquet.NullValue().Level(0, 0, col)
-		for _, i := range rows {
-			r := &b.spans[i]
-			if r.has&(1<<slot) == 0 {
-				vals = append(vals, null)
-			} else {
-				vals = append(vals, parquet.ByteArrayValue(b.str(r.promoted[slot])).Level(0, 1, col))
-			}
-		}
-		return vals
-	}
-}
-
-func httpStatusColumn(b *rowBatch, rows []int32, col int, vals []parquet.Value) []parquet.Value {
-	null := parquet.NullValue().Level(0, 0, col)
-	for _, i := range rows {
-		r := &b.spans[i]
-		if r.has&hasHTTPStatus == 0 {
-			vals = append(vals, null)
+// appendValues appends row i's values to each column of cols.
+func (b *rowBatch) appendValues(cols *[numColumns][]parquet.Value, i int32) {
+	r := &b.spans[i]
+	sc, t := r.scope, &b.traces[r.trace]
+	cols[colTraceID] = append(cols[colTraceID], b.value(r.traceID))
+	cols[colSpanID] = append(cols[colSpanID], b.value(r.spanID))
+	cols[colParentSpanID] = append(cols[colParentSpanID], b.value(r.parentID))
+	cols[colTraceState] = append(cols[colTraceState], b.value(r.traceState))
+	cols[colServiceName] = append(cols[colServiceName], parquet.ByteArrayValue(sc.service))
+	cols[colName] = append(cols[colName], b.value(r.name))
+	cols[colKind] = append(cols[colKind], b.value(r.kind))
+	cols[colStartTime] = append(cols[colStartTime], parquet.Int64Value(r.startMicros))
+	cols[colStartTimeUnixNano] = append(cols[colStartTimeUnixNano], parquet.Int64Value(r.start))
+	cols[colEndTimeUnixNano] = append(cols[colEndTimeUnixNano], parquet.Int64Value(r.end))
+	cols[colDurationNs] = append(cols[colDurationNs], parquet.Int64Value(r.duration))
+	cols[colStatusCode] = append(cols[colStatusCode], b.value(r.status))
+	cols[colStatusMessage] = append(cols[colStatusMessage], b.value(r.statusMessage))
+	cols[colScopeName] = append(cols[colScopeName], parquet.ByteArrayValue(sc.scopeName))
+	cols[colScopeVersion] = append(cols[colScopeVersion], parquet.ByteArrayValue(sc.scopeVersion))
+	for slot, c := range promotedColumns {
+		if r.has&(1<<slot) == 0 {
+			cols[c] = append(cols[c], nulls[c])
 		} else {
-			vals = append(vals, parquet.Int64Value(r.httpStatus).Level(0, 1, col))
+			cols[c] = append(cols[c], b.value(r.promoted[slot]).Level(0, 1, c))
 		}
 	}
-	return vals
+	if c := colHTTPResponseStatusCode; r.has&hasHTTPStatus == 0 {
+		cols[c] = append(cols[c], nulls[c])
+	} else {
+		cols[c] = append(cols[c], parquet.Int64Value(r.httpStatus).Level(0, 1, c))
+	}
+	b.appendMap(cols, colAttrKey, r.attrs, 0, 1)
+	if sc.resValues == nil {
+		sc.resValues = sc.resourceValues()
+	}
+	cols[colResourceKey] = append(cols[colResourceKey], sc.resValues[0]...)
+	cols[colResourceValue] = append(cols[colResourceValue], sc.resValues[1]...)
+	b.appendEvents(cols, r.events)
+	b.appendLinks(cols, r.links)
+	cols[colTraceRootService] = append(cols[colTraceRootService], b.value(t.rootService))
+	cols[colTraceRootName] = append(cols[colTraceRootName], b.value(t.rootName))
+	cols[colTraceDurationNs] = append(cols[colTraceDurationNs], parquet.Int64Value(t.durationNs))
+	cols[colTraceSpanCount] = append(cols[colTraceSpanCount], parquet.Int64Value(t.spanCount))
+	cols[colTraceHasError] = append(cols[colTraceHasError], parquet.BooleanValue(t.hasError))
+	cols[colSampleRate] = append(cols[colSampleRate], parquet.DoubleValue(t.sampleRate))
+	cols[colKeepReason] = append(cols[colKeepReason], b.value(t.reason))
+	cols[colDecidedAt] = append(cols[colDecidedAt], parquet.Int64Value(t.decidedAt))
+	cols[colLate] = append(cols[colLate], parquet.BooleanValue(t.late))
 }
 
-// appendMap appends the keys (or values) of one map: its first entry at
-// repetition level rep, the others at the map's own level, which is also
-// its entries' definition level; an empty map is one null, defined up to
-// the level above.
-func (b *rowBatch) appendMap(vals []parquet.Value, s span32, rep, level, col int, key bool) []parquet.Value {
+// appendMap appends the keys and values of one map to columns kc and
+// kc+1: its first entry at repetition level rep, the others at the map's
+// own level, which is also its entries' definition level; an empty map is
+// one null, defined up to the level above.
+func (b *rowBatch) appendMap(cols *[numColumns][]parquet.Value, kc int, s span32, rep, level int) {
 	if s.lo == s.hi {
-		return append(vals, parquet.NullValue().Level(rep, level-1, col))
+		cols[kc] = append(cols[kc], parquet.NullValue().Level(rep, level-1, kc))
+		cols[kc+1] = append(cols[kc+1], parquet.NullValue().Level(rep, level-1, kc+1))
+		return
 	}
+	keys, vals := cols[kc], cols[kc+1]
 	for _, a := range b.kvs[s.lo:s.hi] {
-		v := a.val
-		if key {
-			v = a.key
-		}
-		vals = append(vals, parquet.ByteArrayValue(b.str(v)).Level(rep, level, col))
+		keys = append(keys, b.value(a.key).Level(rep, level, kc))
+		vals = append(vals, b.value(a.val).Level(rep, level, kc+1))
 		rep = level
 	}
-	return vals
+	cols[kc], cols[kc+1] = keys, vals
 }
 
-func attrColumn(key bool) columnWriter {
-	return func(b *rowBatch, rows []int32, col int, vals []parquet.Value) []parquet.Value {
-		for _, i := range rows {
-			vals = b.appendMap(vals, b.spans[i].attrs, 0, 1, col, key)
+func (b *rowBatch) appendEvents(cols *[numColumns][]parquet.Value, s span32) {
+	if s.lo == s.hi {
+		for c := colEventTime; c <= colEventAttrValue; c++ {
+			cols[c] = append(cols[c], nulls[c])
 		}
-		return vals
+		return
+	}
+	for j, e := range b.events[s.lo:s.hi] {
+		rep := min(j, 1)
+		cols[colEventTime] = append(cols[colEventTime], parquet.Int64Value(e.time).Level(rep, 1, colEventTime))
+		cols[colEventName] = append(cols[colEventName], b.value(e.name).Level(rep, 1, colEventName))
+		b.appendMap(cols, colEventAttrKey, e.attrs, rep, 2)
 	}
 }
 
-// resourceColumn writes the resource attributes, which are the same for
-// every span of a scope: each scope's values are made once.
-func resourceColumn(key bool) columnWriter {
-	k := 0
-	if key {
-		k = 1
-	}
-	return func(b *rowBatch, rows []int32, col int, vals []parquet.Value) []parquet.Value {
-		for _, i := range rows {
-			sc := b.spans[i].scope
-			if sc.resVals[k] == nil {
-				sc.resVals[k] = sc.resourceValues(key, col)
-			}
-			vals = append(vals, sc.resVals[k]...)
+func (b *rowBatch) appendLinks(cols *[numColumns][]parquet.Value, s span32) {
+	if s.lo == s.hi {
+		for c := colLinkTraceID; c <= colLinkAttrValue; c++ {
+			cols[c] = append(cols[c], nulls[c])
 		}
-		return vals
+		return
+	}
+	for j, l := range b.links[s.lo:s.hi] {
+		rep := min(j, 1)
+		cols[colLinkTraceID] = append(cols[colLinkTraceID], b.value(l.traceID).Level(rep, 1, colLinkTraceID))
+		cols[colLinkSpanID] = append(cols[colLinkSpanID], b.value(l.spanID).Level(rep, 1, colLinkSpanID))
+		cols[colLinkTraceState] = append(cols[colLinkTraceState], b.value(l.traceState).Level(rep, 1, colLinkTraceState))
+		b.appendMap(cols, colLinkAttrKey, l.attrs, rep, 2)
 	}
 }
 
-func (sc *scopeRow) resourceValues(key bool, col int) []parquet.Value {
+// resourceValues makes the values of the resource_attributes columns
+// (keys, values), the same for every span of the scope.
+func (sc *scopeRow) resourceValues() *[2][]parquet.Value {
 	if len(sc.res) == 0 {
-		return []parquet.Value{parquet.NullValue().Level(0, 0, col)}
+		return &[2][]parquet.Value{{nulls[colResourceKey]}, {nulls[colResourceValue]}}
 	}
-	vals := make([]parquet.Value, len(sc.res))
+	var v [2][]parquet.Value
 	for j, a := range sc.res {
-		v := a.val
-		if key {
-			v = a.key
-		}
-		vals[j] = parquet.ByteArrayValue(v).Level(min(j, 1), 1, col)
+		v[0] = append(v[0], parquet.ByteArrayValue(a.key).Level(min(j, 1), 1, colResourceKey))
+		v[1] = append(v[1], parquet.ByteArrayValue(a.val).Level(min(j, 1), 1, colResourceValue))
 	}
-	return vals
-}
-
-// listColumn writes a leaf of the events or links lists: elements gives a
-// row's elements, and elem appends element j's values, its first at
-// repetition level rep; a row without elements is one null.
-func listColumn(elements func(*spanRow) span32, elem func(b *rowBatch, j uint32, rep, col int, vals []parquet.Value) []parquet.Value) columnWriter {
-	return func(b *rowBatch, rows []int32, col int, vals []parquet.Value) []parquet.Value {
-		null := parquet.NullValue().Level(0, 0, col)
-		for _, i := range rows {
-			s := elements(&b.spans[i])
-			if s.lo == s.hi {
-				vals = append(vals, null)
-				continue
-			}
-			for j := s.lo; j < s.hi; j++ {
-				vals = elem(b, j, min(int(j-s.lo), 1), col, vals)
-			}
-		}
-		return vals
-	}
-}
-
-func events(r *spanRow) span32 { return r.events }
-func links(r *spanRow) span32  { return r.links }
-
-func eventColumn(get func(*rowBatch, *eventRow) parquet.Value) columnWriter {
-	return listColumn(events, func(b *rowBatch, j uint32, rep, col int, vals []parquet.Value) []parquet.Value {
-		return append(vals, get(b, &b.events[j]).Level(rep, 1, col))
-	})
-}
-
-func eventAttrColumn(key bool) columnWriter {
-	return listColumn(events, func(b *rowBatch, j uint32, rep, col int, vals []parquet.Value) []parquet.Value {
-		return b.appendMap(vals, b.events[j].attrs, rep, 2, col, key)
-	})
-}
-
-func linkColumn(get func(*linkRow) ref) columnWriter {
-	return listColumn(links, func(b *rowBatch, j uint32, rep, col int, vals []parquet.Value) []parquet.Value {
-		return append(vals, parquet.ByteArrayValue(b.str(get(&b.links[j]))).Level(rep, 1, col))
-	})
-}
-
-func linkAttrColumn(key bool) columnWriter {
-	return listColumn(links, func(b *rowBatch, j uint32, rep, col int, vals []parquet.Value) []parquet.Value {
-		return b.appendMap(vals, b.links[j].attrs, rep, 2, col, key)
-	})
+	return &v
 }

@@ -290,18 +290,27 @@ func consumeBytes(b []byte) ([]byte, int) {
 }
 
 // keyValue decodes a KeyValue (message KeyValue { string key = 1; AnyValue
-// value = 2; }) in its usual encoding: the key, then the value, each under
-// 128 bytes. ok is false for any other encoding, or a malformed value:
-// otlpwire.RangeAttrs then reads it.
+// value = 2; }) in its usual encodings: a key and a value, in either order
+// (pdata writes the value first), each under 128 bytes. ok is false for
+// any other encoding, or a malformed value: otlpwire.RangeAttrs then reads
+// it.
 func keyValue(kv []byte) (key []byte, v otlpwire.Value, ok bool) {
-	if len(kv) < 4 || kv[0] != 1<<3|2 || kv[1] >= 0x80 {
+	if len(kv) < 4 || kv[1] >= 0x80 {
 		return nil, v, false
 	}
-	k := 2 + int(kv[1])
-	if k+2 > len(kv) || kv[k] != 2<<3|2 || kv[k+1] >= 0x80 || k+2+int(kv[k+1]) != len(kv) {
+	n := 2 + int(kv[1])
+	if n+2 > len(kv) || kv[n+1] >= 0x80 || n+2+int(kv[n+1]) != len(kv) {
 		return nil, v, false
 	}
-	key, val := kv[2:k], kv[k+2:]
+	var val []byte
+	switch {
+	case kv[0] == 1<<3|2 && kv[n] == 2<<3|2:
+		key, val = kv[2:n], kv[n+2:]
+	case kv[0] == 2<<3|2 && kv[n] == 1<<3|2:
+		val, key = kv[2:n], kv[n+2:]
+	default:
+		return nil, v, false
+	}
 	if len(val) >= 2 && val[0] == 1<<3|2 && int(val[1])+2 == len(val) { // string_value, under 128 bytes
 		return key, otlpwire.Value{Type: otlpwire.ValueString, Str: val[2:]}, true
 	}
