@@ -17,10 +17,11 @@ import (
 // slices have grown, where a []Row held maps and strings of its own for
 // every span and went through parquet-go's reflection to be written.
 //
-// Rows are written column by column straight into the Parquet writer's
-// column buffers (writeTo), in the order sortRows puts them in, with the
-// schema and the layout of the Row struct: a file reads back the same
-// through parquet.ReadFile[Row] as if the Rows had been written.
+// Rows are written straight into the Parquet writer's column buffers
+// (writeTo), in the order sortRows puts them in, with the schema of the Row
+// struct and the values, levels and map order parquet-go gives a Row: a
+// file is byte for byte what parquet.GenericWriter[Row] writes from the
+// same rows (TestColumnsMatchRowWriter checks it).
 type rowBatch struct {
 	arena  []byte
 	spans  []spanRow
@@ -111,6 +112,12 @@ type promotion struct {
 
 func (b *rowBatch) len() int { return len(b.spans) }
 
+// full reports whether the rows make a row group: limit bytes of rowSize,
+// or an arena near what a ref can address (row groups of gigabytes).
+func (b *rowBatch) full(limit int64) bool { return b.size >= limit || len(b.arena) >= maxArenaBytes }
+
+const maxArenaBytes = 1 << 31
+
 func (b *rowBatch) reset() {
 	b.arena = b.arena[:0]
 	b.spans = b.spans[:0]
@@ -152,8 +159,7 @@ func (b *rowBatch) addString(v string) ref {
 // refFrom is the ref of what was appended to the arena since off.
 func (b *rowBatch) refFrom(off int) ref {
 	if len(b.arena) > 1<<32-1 {
-		// A row group is cut at archive.row_group_bytes of rowSize, which
-		// counts every byte the arena holds but promoted values.
+		// Writers cut a row group once the arena reaches maxArenaBytes.
 		panic(fmt.Sprintf("BUG: archive row group of %d bytes", len(b.arena)))
 	}
 	return ref{uint32(off), uint32(len(b.arena) - off)}

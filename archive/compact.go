@@ -291,7 +291,7 @@ func mergeFiles(ctx context.Context, st Store, inputs []Object, dir string, targ
 			}
 			cur.rows.appendRow(&row)
 			res.Rows++
-			if cur.rows.size >= w.cfg.RowGroupBytes {
+			if cur.rows.full(w.cfg.RowGroupBytes) {
 				if err := w.flushRowGroup(cur); err != nil {
 					return nil, err
 				}

@@ -31,6 +31,9 @@ type Writer struct {
 	up    *uploader // nil for file://
 	now   func() time.Time
 
+	partHour time.Time // the hour of the last trace added,
+	part     string    // and its partition
+
 	full     bool      // the spool is at its cap: in is not read
 	lastWarn time.Time // of the spool-nearly-full warning
 
@@ -223,20 +226,24 @@ const spoolWarnRatio = 0.8
 // started, in UTC. A start time that is unset or absurd (more than a day
 // ahead of the decision, or before 2000) falls back to the decision time, so
 // a bad clock cannot scatter files over decades.
-func partitionOf(k *sampler.Kept) string {
+func (w *Writer) partitionOf(k *sampler.Kept) string {
 	t := k.DecidedAt
 	if k.Start > 946684800e9 && k.Start < k.DecidedAt.Add(24*time.Hour).UnixNano() {
 		t = time.Unix(0, k.Start)
 	}
-	t = t.UTC()
-	return fmt.Sprintf("dt=%s/hour=%02d", t.Format("2006-01-02"), t.Hour())
+	t = t.UTC().Truncate(time.Hour)
+	if !t.Equal(w.partHour) || w.part == "" { // most traces start in the hour of the one before
+		w.partHour = t
+		w.part = fmt.Sprintf("dt=%s/hour=%02d", t.Format("2006-01-02"), t.Hour())
+	}
+	return w.part
 }
 
 func (w *Writer) add(k *sampler.Kept) error {
 	if len(k.Spans) == 0 {
 		return nil
 	}
-	part := partitionOf(k)
+	part := w.partitionOf(k)
 	f := w.files[part]
 	if f == nil {
 		var err error
@@ -258,7 +265,7 @@ func (w *Writer) add(k *sampler.Kept) error {
 	}
 	f.spans += len(k.Spans)
 	k.Spans = nil
-	if f.rows.size >= w.cfg.RowGroupBytes {
+	if f.rows.full(w.cfg.RowGroupBytes) {
 		if err := w.flushRowGroup(f); err != nil {
 			return err
 		}
