@@ -4,8 +4,8 @@ package archive
 // the Parquet schema from its tags, and readers (FindTrace, compaction,
 // tests) read files into Rows. The Writer does not build Rows: it writes
 // each column of this schema straight from decoded spans (columns.go),
-// which must follow every change made here. Rules, so that DuckDB, Spark and Trino
-// read every file without options:
+// which must follow every change made here. Rules, so that DuckDB, Spark
+// and Trino read every file without options:
 //   - ids are lowercase hex strings (what users paste from UIs and logs);
 //   - times are TIMESTAMP(MICROS, UTC) with the exact int64 nanoseconds
 //     beside them — no TIMESTAMP(NANOS), which Spark refuses and DuckDB
