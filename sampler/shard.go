@@ -80,6 +80,7 @@ type shard struct {
 	cache     *decisionCache
 	ownerSeen *ownerBox         // the ownership moveDecisions last applied to cache
 	late      map[TraceID]*Kept // late spans of kept traces, flushed each tick
+	due       []*buffered       // traces expire is about to decide
 	ids       idScratch         // for counting orphan spans at decision
 
 	in  chan []Item
@@ -237,18 +238,29 @@ func (sh *shard) oldest() *buffered {
 func (sh *shard) expire(ctx context.Context, now time.Time) {
 	at := now.UnixNano()
 	for len(sh.quiet) > 0 && sh.quiet[0].due <= at {
-		e := heap.Pop(&sh.quiet).(quietEntry)
-		b := e.b
-		b.inQuiet = false
-		if b.decided {
-			continue
+		// Up to decideBatch complete traces at a time: their spans are
+		// read in one interleaved pass first (loadSpans), then decided.
+		due := sh.due[:0]
+		for len(due) < decideBatch && len(sh.quiet) > 0 && sh.quiet[0].due <= at {
+			e := heap.Pop(&sh.quiet).(quietEntry)
+			b := e.b
+			b.inQuiet = false
+			if b.decided {
+				continue
+			}
+			if next := b.last + int64(sh.cfg.QuietPeriod); next > at {
+				b.inQuiet = true
+				heap.Push(&sh.quiet, quietEntry{due: next, b: b})
+				continue
+			}
+			due = append(due, b)
 		}
-		if due := b.last + int64(sh.cfg.QuietPeriod); due > at {
-			b.inQuiet = true
-			heap.Push(&sh.quiet, quietEntry{due: due, b: b})
-			continue
+		sh.loadSpans(due)
+		for _, b := range due {
+			sh.decide(ctx, b, now, causeQuiet)
 		}
-		sh.decide(ctx, b, now, causeQuiet)
+		clear(due)
+		sh.due = due[:0]
 	}
 	deadline := at - int64(sh.cfg.MaxWait)
 	for {

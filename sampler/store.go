@@ -123,6 +123,39 @@ func (sh *shard) spansOf(b *buffered, dst []Span) []Span {
 	return dst
 }
 
+// decideBatch is how many complete traces expire reads ahead of deciding
+// them (see loadSpans). A variable for the benchmark that compares it with
+// reading one trace at a time.
+var decideBatch = 16
+
+// loadSpans reads the span records of bs into the cache, walking their
+// lists side by side. A trace is decided seconds after its spans were
+// stored, when their records are long out of every cache, and each record
+// holds the reference to the next: walked one trace at a time, every span
+// is a wait on memory that cannot start before the previous one ends.
+// Walked side by side, the next records of different traces are
+// independent loads that the processor overlaps. Deciding the traces then
+// finds their records in the cache (BenchmarkExpire).
+func (sh *shard) loadSpans(bs []*buffered) {
+	if len(bs) < 2 {
+		return
+	}
+	var cur [64]spanRef
+	refs := cur[:min(len(bs), len(cur))]
+	for i := range refs {
+		refs[i] = bs[i].head
+	}
+	for more := true; more; {
+		more = false
+		for i, r := range refs {
+			if r != 0 {
+				refs[i] = spanRef(join64(recordAt(sh.arena.at(r)).next))
+				more = true
+			}
+		}
+	}
+}
+
 // dropSpans frees b's buffered spans.
 func (sh *shard) dropSpans(b *buffered) {
 	for r := b.head; r != 0; {
