@@ -56,9 +56,12 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// Batches of Kafka's usual size matter to consumers: a broker fills a
 	// fetch response batch by batch, so batches near the response's size
 	// let one partition take a whole fetch, and partitions are read
-	// unevenly.
+	// unevenly. A record is stamped when it is handed to the client, so
+	// the client's buffer is kept to 1,000 records: the default 10,000
+	// filled at once at the start and stamped half a million spans with
+	// the same moment, a burst no exporter writing live traffic makes.
 	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(*brokers, ",")...), kgo.ProducerBatchMaxBytes(int32(batchMax)),
-		kgo.ProducerBatchCompression(codec))
+		kgo.MaxBufferedRecords(1000), kgo.ProducerBatchCompression(codec))
 	if err != nil {
 		return err
 	}
