@@ -311,7 +311,7 @@ func (w *Writer) openIn(dir, part string) (*openFile, error) {
 
 // writerOptions are the Parquet writer settings of every archive file.
 func writerOptions() []parquet.WriterOption {
-	return []parquet.WriterOption{
+	opts := []parquet.WriterOption{
 		rowSchema,
 		parquet.Compression(zstdCodec),
 		// A dictionary-encoded column whose values turn out not to repeat
@@ -329,6 +329,28 @@ func writerOptions() []parquet.WriterOption {
 		parquet.CreatedBy("tailsift", "1", ""),
 		parquet.KeyValueMetadata("tailsift.schema", "1"),
 	}
+	// Bounds of attribute keys and values, random IDs and free text prune
+	// nothing, and computing them for every page (for the page header and
+	// again for the page index) was a tenth of writing a file: those
+	// columns get none.
+	for _, path := range noBounds {
+		opts = append(opts, parquet.SkipPageBounds(path...), parquet.SkipPageStatistics(path...))
+	}
+	return opts
+}
+
+// noBounds are the columns written without page bounds (see writerOptions).
+var noBounds = [][]string{
+	{"span_id"}, {"parent_span_id"}, {"trace_state"}, {"status_message"},
+	{"attributes", "key_value", "key"}, {"attributes", "key_value", "value"},
+	{"resource_attributes", "key_value", "key"}, {"resource_attributes", "key_value", "value"},
+	{"events", "list", "element", "name"},
+	{"events", "list", "element", "attributes", "key_value", "key"},
+	{"events", "list", "element", "attributes", "key_value", "value"},
+	{"links", "list", "element", "trace_id"}, {"links", "list", "element", "span_id"},
+	{"links", "list", "element", "trace_state"},
+	{"links", "list", "element", "attributes", "key_value", "key"},
+	{"links", "list", "element", "attributes", "key_value", "value"},
 }
 
 // zstdCodec compresses every page of every file. One for all files: each
