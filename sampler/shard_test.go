@@ -290,6 +290,19 @@ func BenchmarkShardAdd(b *testing.B) {
 	}
 }
 
+// benchTraces returns one span (260 bytes, one scope) of each of n traces;
+// the span benchmarks add it again and again for the traces' other spans.
+func benchTraces(n int) []Item {
+	scope := &Scope{Service: "svc"}
+	raw := make([]byte, 260)
+	its := make([]Item, n)
+	for i := range its {
+		its[i] = Item{TraceID: TraceID{0: 1, 1: byte(i >> 16), 2: byte(i >> 8), 3: byte(i)},
+			Span: Span{Raw: raw, Scope: scope, Start: 1, End: 2}}
+	}
+	return its
+}
+
 // BenchmarkExpire buffers traces of 8 spans whose spans arrive interleaved
 // with other traces' (as from Kafka), then decides them all once quiet, as
 // the tick does, with the span records read ahead for 16 traces at a time
@@ -307,13 +320,7 @@ func BenchmarkExpire(b *testing.B) {
 			s := New(cfg, dropAll, make(chan *Kept, 1), nil, nil)
 			sh := s.shards[0]
 			ctx := context.Background()
-			scope := &Scope{Service: "svc"}
-			raw := make([]byte, 260)
-			its := make([]Item, traces)
-			for i := range its {
-				its[i] = Item{TraceID: TraceID{0: 1, 1: byte(i >> 16), 2: byte(i >> 8), 3: byte(i)},
-					Span: Span{Raw: raw, Scope: scope, Start: 1, End: 2}}
-			}
+			its := benchTraces(traces)
 			now := time.Unix(1000, 0)
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -351,13 +358,7 @@ func BenchmarkShardAddInterleaved(b *testing.B) {
 	cfg := Config{Shards: 1, MaxBufferedBytes: 1 << 40}
 	_ = cfg.Validate()
 	ctx := context.Background()
-	scope := &Scope{Service: "svc"}
-	raw := make([]byte, 260)
-	its := make([]Item, traces)
-	for i := range its {
-		its[i] = Item{TraceID: TraceID{0: 1, 1: byte(i >> 16), 2: byte(i >> 8), 3: byte(i)},
-			Span: Span{Raw: raw, Scope: scope, Start: 1, End: 2}}
-	}
+	its := benchTraces(traces)
 	now := time.Unix(1000, 0)
 	round := func(sh *shard) {
 		for range spansPer {
