@@ -96,14 +96,13 @@ func (sh *shard) adopt(ctx context.Context, d *KeptDecision) {
 	}
 	dd := *d
 	sh.cache.addKept(d.ID, &dd)
-	b := sh.traces[d.ID]
+	b := sh.traces.get(&d.ID)
 	if b == nil {
 		return
 	}
 	// Spans that reached this node after the ring change and before the
 	// decision: they follow it, as late spans.
-	b.decided = true
-	delete(sh.traces, b.id)
+	sh.traces.remove(b)
 	sh.release(b)
 	spans := sh.spansOf(b, make([]Span, 0, b.n))
 	ownSpans(spans)

@@ -65,7 +65,7 @@ func TestShardSetsAsideTracesItNoLongerOwns(t *testing.T) {
 			if src.Settled() {
 				t.Fatal("spans of a trace owned elsewhere were settled here")
 			}
-			if _, ok := sh.traces[id]; ok {
+			if sh.traces.get(&id) != nil {
 				t.Fatal("trace owned elsewhere is still buffered")
 			}
 			got := sh.s.TakeAside()
@@ -104,8 +104,8 @@ func TestShardRoutesSpansItDoesNotOwn(t *testing.T) {
 	a, b := item(tid(2), true, true, &src), item(tid(1), false, false, nil)
 	sh.add(ctx, &a, t0.Add(2*time.Second))
 	sh.add(ctx, &b, t0.Add(2*time.Second))
-	if len(sh.traces) != 0 {
-		t.Fatalf("buffered %d traces owned elsewhere, want 0", len(sh.traces))
+	if sh.traces.len() != 0 {
+		t.Fatalf("buffered %d traces owned elsewhere, want 0", sh.traces.len())
 	}
 	if at := sh.s.OldestAside(); at != 0 {
 		t.Fatalf("OldestAside = %d for spans without a record time, want 0", at)

@@ -1,7 +1,6 @@
 package sampler
 
 import (
-	"container/heap"
 	"context"
 	"time"
 )
@@ -16,19 +15,20 @@ const (
 )
 
 // buffered is a trace being buffered by a shard: what Trace holds, kept
-// small (there is one per buffered trace). Its spans are in the shard's
-// arena, a list from head to tail; a Trace is made from it when the trace
-// is decided (shard.trace).
+// small (there is one per buffered trace), in the shard's traceTable. Its
+// spans are in the shard's arena, a list from head to tail; a Trace is made
+// from it when the trace is decided (shard.trace).
 type buffered struct {
 	id               TraceID
 	first, last      int64 // Unix nanoseconds: Trace.FirstSeen, Trace.LastSeen
 	minStart, maxEnd int64
 	bytes            int64
 	head, tail       spanRef
-	n                int32 // spans buffered
-	root             int32 // number of the first root span, -1 when none
+	n                int32  // spans buffered
+	root             int32  // number of the first root span, -1 when none
+	self, gen        uint32 // place in the table's slab, and its generation
+	used             bool   // holds a trace (false: free in the slab)
 	hasError         bool
-	decided          bool
 	inQuiet          bool // has an entry in the quiet heap
 }
 
@@ -64,13 +64,13 @@ func (sh *shard) trace(b *buffered, spans []Span) *Trace {
 type shard struct {
 	cfg    *Config
 	s      *Sampler
-	traces map[TraceID]*buffered
+	traces traceTable
 	bytes  int64
 
 	// byAge holds traces in first-seen order (now never goes backwards on one
 	// shard), for the maximum wait and for memory pressure. Decided traces
 	// are skipped when they reach the front.
-	byAge     []*buffered
+	byAge     []traceRef
 	byAgeHead int
 
 	// quiet holds traces whose root has arrived, by the time they become
@@ -124,13 +124,12 @@ func (sh *shard) publish() {
 
 func newShard(s *Sampler) *shard {
 	return &shard{
-		cfg:    &s.cfg,
-		s:      s,
-		traces: make(map[TraceID]*buffered),
-		cache:  newDecisionCache(s.cfg.DecisionCacheSize / s.cfg.Shards),
-		late:   make(map[TraceID]*Kept),
-		in:     make(chan []Item, s.cfg.QueueBatches),
-		ctl:    make(chan shardCall),
+		cfg:   &s.cfg,
+		s:     s,
+		cache: newDecisionCache(s.cfg.DecisionCacheSize / s.cfg.Shards),
+		late:  make(map[TraceID]*Kept),
+		in:    make(chan []Item, s.cfg.QueueBatches),
+		ctl:   make(chan shardCall),
 		// Room for twice the shard's share of the byte bound: chunks
 		// pinned by a few long-lived traces, and the bound's overshoot
 		// before the oldest traces are decided. Past it, chunks come
@@ -141,7 +140,7 @@ func newShard(s *Sampler) *shard {
 
 // add buffers one span. It is the per-span hot path of the sampler.
 func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
-	b := sh.traces[it.TraceID]
+	b := sh.traces.get(&it.TraceID)
 	if b == nil {
 		if d, dropped := sh.cache.lookup(it.TraceID); d != nil || dropped {
 			sh.addLate(ctx, it, d)
@@ -159,9 +158,9 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 	}
 	at := now.UnixNano()
 	if b == nil {
-		b = &buffered{id: it.TraceID, first: at, last: at, root: -1}
-		sh.traces[it.TraceID] = b
-		sh.byAge = append(sh.byAge, b)
+		b = sh.traces.insert(&it.TraceID)
+		b.first, b.last, b.root = at, at, -1
+		sh.byAge = append(sh.byAge, sh.traces.ref(b))
 		sh.dTraces++
 	}
 	sp := &it.Span
@@ -181,7 +180,7 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 
 	if b.root >= 0 && !b.inQuiet {
 		b.inQuiet = true
-		heap.Push(&sh.quiet, quietEntry{due: at + int64(sh.cfg.QuietPeriod), b: b})
+		sh.quiet.push(quietEntry{due: at + int64(sh.cfg.QuietPeriod), r: sh.traces.ref(b)})
 	}
 	if int(b.n) >= sh.cfg.MaxSpansPerTrace {
 		sh.decide(ctx, b, now, causeSpans)
@@ -224,11 +223,9 @@ func (sh *shard) addLate(ctx context.Context, it *Item, d *KeptDecision) {
 // oldest returns the oldest undecided trace, or nil.
 func (sh *shard) oldest() *buffered {
 	for sh.byAgeHead < len(sh.byAge) {
-		b := sh.byAge[sh.byAgeHead]
-		if !b.decided {
+		if b := sh.traces.at(sh.byAge[sh.byAgeHead]); b != nil {
 			return b
 		}
-		sh.byAge[sh.byAgeHead] = nil
 		sh.byAgeHead++
 	}
 	return nil
@@ -242,17 +239,15 @@ func (sh *shard) expire(ctx context.Context, now time.Time) {
 		// read in one interleaved pass first (loadSpans), then decided.
 		due := sh.due[:0]
 		for len(due) < decideBatch && len(sh.quiet) > 0 && sh.quiet[0].due <= at {
-			e := heap.Pop(&sh.quiet).(quietEntry)
-			b := e.b
-			b.inQuiet = false
-			if b.decided {
-				continue
+			b := sh.traces.at(sh.quiet.pop().r)
+			if b == nil {
+				continue // decided since
 			}
 			if next := b.last + int64(sh.cfg.QuietPeriod); next > at {
-				b.inQuiet = true
-				heap.Push(&sh.quiet, quietEntry{due: next, b: b})
+				sh.quiet.push(quietEntry{due: next, r: sh.traces.ref(b)})
 				continue
 			}
+			b.inQuiet = false
 			due = append(due, b)
 		}
 		sh.loadSpans(due)
@@ -295,7 +290,6 @@ func (sh *shard) expire(ctx context.Context, now time.Time) {
 func (sh *shard) compactAge() {
 	if sh.byAgeHead > 1024 && sh.byAgeHead > len(sh.byAge)/2 {
 		n := copy(sh.byAge, sh.byAge[sh.byAgeHead:])
-		clear(sh.byAge[n:])
 		sh.byAge = sh.byAge[:n]
 		sh.byAgeHead = 0
 	}
@@ -305,18 +299,17 @@ func (sh *shard) compactAge() {
 // node no longer owns.
 func (sh *shard) handoff() {
 	sh.moveDecisions()
-	for id, b := range sh.traces {
-		if !sh.s.owns(&id) {
+	sh.traces.each(func(b *buffered) {
+		if !sh.s.owns(&b.id) {
 			sh.setAside(b)
 		}
-	}
+	})
 }
 
 // setAside removes b from the buffer, undecided, and queues its spans for
 // the trace's owner.
 func (sh *shard) setAside(b *buffered) {
-	b.decided = true // skipped by byAge and the quiet heap from now on
-	delete(sh.traces, b.id)
+	sh.traces.remove(b) // skipped by byAge and the quiet heap from now on
 	sh.release(b)
 	spans := sh.spansOf(b, make([]Span, 0, b.n))
 	ownSpans(spans)
@@ -342,8 +335,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 		sh.setAside(b)
 		return
 	}
-	b.decided = true
-	delete(sh.traces, b.id)
+	sh.traces.remove(b)
 	sh.release(b)
 	sh.scratch = sh.spansOf(b, sh.scratch[:0])
 	t := sh.trace(b, sh.scratch)
@@ -428,24 +420,58 @@ func (sh *shard) flush(ctx context.Context, now time.Time) {
 
 type quietEntry struct {
 	due int64 // Unix nanoseconds
-	b   *buffered
+	r   traceRef
 }
 
 // quietHeap is a min-heap of traces by the time they become quiet. A trace
 // has at most one entry; a span arriving after the entry was pushed does not
 // move it: when it comes due the shard re-checks LastSeen and pushes again.
+// Written out rather than through container/heap, whose calls through an
+// interface for every comparison and swap were most of its cost.
 type quietHeap []quietEntry
 
-func (h quietHeap) Len() int           { return len(h) }
-func (h quietHeap) Less(i, j int) bool { return h[i].due < h[j].due }
-func (h quietHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *quietHeap) Push(x any)        { *h = append(*h, x.(quietEntry)) }
-func (h *quietHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = quietEntry{}
-	*h = old[:len(old)-1]
-	return e
+func (h *quietHeap) push(e quietEntry) {
+	q := append(*h, e)
+	i := len(q) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if q[p].due <= e.due {
+			break
+		}
+		q[i] = q[p]
+		i = p
+	}
+	q[i] = e
+	*h = q
+}
+
+// pop removes and returns the earliest entry; h must not be empty.
+func (h *quietHeap) pop() quietEntry {
+	q := *h
+	top := q[0]
+	n := len(q) - 1
+	e := q[n]
+	q = q[:n]
+	i := 0
+	for {
+		c := 2*i + 1
+		if c >= n {
+			break
+		}
+		if r := c + 1; r < n && q[r].due < q[c].due {
+			c = r
+		}
+		if e.due <= q[c].due {
+			break
+		}
+		q[i] = q[c]
+		i = c
+	}
+	if n > 0 {
+		q[i] = e
+	}
+	*h = q
+	return top
 }
 
 // decidedAt is the wall-clock time of a decision made at completion time now.

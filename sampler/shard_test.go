@@ -150,8 +150,8 @@ func TestShardSettlesDroppedAndKeptLate(t *testing.T) {
 	// A late span of the dropped trace settles at once and starts no trace.
 	late := item(tid(1), false, false, &src)
 	sh.add(ctx, &late, t0.Add(2*time.Second))
-	if !src.Settled() || len(sh.traces) != 0 {
-		t.Fatalf("late span of dropped trace: settled=%v buffered=%d", src.Settled(), len(sh.traces))
+	if !src.Settled() || sh.traces.len() != 0 {
+		t.Fatalf("late span of dropped trace: settled=%v buffered=%d", src.Settled(), sh.traces.len())
 	}
 
 	// Kept trace: late spans are archived with the trace's verdict.
@@ -338,8 +338,8 @@ func BenchmarkExpire(b *testing.B) {
 				b.StartTimer()
 				sh.expire(ctx, now.Add(2*time.Second))
 			}
-			if len(sh.traces) != 0 {
-				b.Fatalf("%d traces left undecided", len(sh.traces))
+			if sh.traces.len() != 0 {
+				b.Fatalf("%d traces left undecided", sh.traces.len())
 			}
 		})
 	}
@@ -502,7 +502,7 @@ func TestLateSpansFollowDecisionsUpToHorizon(t *testing.T) {
 			var src Pending
 			late := item(tid(1), false, false, &src)
 			sh.add(ctx, &late, t0.Add(time.Minute))
-			if len(sh.traces) != 0 {
+			if sh.traces.len() != 0 {
 				t.Fatalf("late span at the horizon started a new trace")
 			}
 			if c.policy == dropAll && !src.Settled() {
@@ -520,8 +520,8 @@ func TestLateSpansFollowDecisionsUpToHorizon(t *testing.T) {
 			decide(c.horizon+1, c.horizon+1, t0.Add(time.Minute))
 			again := item(tid(1), false, false, nil)
 			sh.add(ctx, &again, t0.Add(2*time.Minute))
-			if len(sh.traces) != 1 {
-				t.Fatalf("span past the horizon: %d traces buffered, want a new one", len(sh.traces))
+			if sh.traces.len() != 1 {
+				t.Fatalf("span past the horizon: %d traces buffered, want a new one", sh.traces.len())
 			}
 		})
 	}

@@ -1,0 +1,178 @@
+package sampler
+
+import (
+	"encoding/binary"
+	"math/bits"
+)
+
+// traceTable is a shard's buffered traces: their entries in one slab, found
+// by trace ID through an open-addressing index.
+//
+// It replaces a map[TraceID]*buffered with one entry allocated per trace.
+// Nothing in it holds a pointer, so the garbage collector never scans it
+// (the map, the age queue and the quiet heap of pointers were most of what
+// it marked on a draining node), and the hundreds of thousands of traces
+// a busy shard starts and decides each second allocate nothing once the
+// slab has grown. A lookup hashes the ID with one multiplication instead of
+// hashing 16 bytes through the map's generic path, and compares a 32-bit
+// tag in the index before it touches the entry.
+//
+// The age queue and the quiet heap refer to entries by traceRef: slab index
+// and generation. An entry's generation changes when its trace leaves the
+// table, so a reference that outlived its trace, to a slot another trace
+// may now use, is recognised as stale instead of followed.
+//
+// A *buffered from get or insert points into the slab and is valid until
+// the next insert (which may grow the slab). Owned by one shard goroutine.
+type traceTable struct {
+	slab  []buffered // slab[0] is unused: index 0 means none
+	free  []uint32   // slab indexes free for reuse, most recently freed last
+	index []uint64   // tag<<32 | slab index; 0 is an empty slot
+	shift uint8      // 64 - log2(len(index))
+	n     int        // traces in the table
+}
+
+// traceRef refers to a table entry as long as it holds the same trace.
+type traceRef struct{ i, gen uint32 }
+
+// tableMinSlots is the index's smallest size, a power of two.
+const tableMinSlots = 1 << 10
+
+// hashID mixes both halves of the ID: IDs are random in practice, but some
+// tracers fill only one half.
+func hashID(id *TraceID) uint64 {
+	lo := binary.LittleEndian.Uint64(id[:8])
+	hi := binary.LittleEndian.Uint64(id[8:])
+	return (lo ^ bits.RotateLeft64(hi, 29)) * 0x9e3779b97f4a7c15
+}
+
+// slot is where h starts probing. An index entry keeps the high half of its
+// hash as a tag, compared before the entry is read; the slot is the tag's
+// top bits, so moving entries never reads the slab. The slab index in the
+// low half is never 0, so neither is an occupied slot.
+func (t *traceTable) slot(h uint64) int { return int(h >> t.shift) }
+
+func (t *traceTable) len() int { return t.n }
+
+// get returns id's entry, or nil.
+func (t *traceTable) get(id *TraceID) *buffered {
+	if t.n == 0 {
+		return nil
+	}
+	h := hashID(id)
+	tag := h >> 32
+	mask := len(t.index) - 1
+	for s := t.slot(h); ; s = (s + 1) & mask {
+		e := t.index[s]
+		if e == 0 {
+			return nil
+		}
+		if e>>32 == tag {
+			if b := &t.slab[uint32(e)]; b.id == *id {
+				return b
+			}
+		}
+	}
+}
+
+// insert adds an entry for id, which must not be in the table, and returns
+// it with id set and every other field zero but its place and generation.
+func (t *traceTable) insert(id *TraceID) *buffered {
+	if (t.n+1)*2 > len(t.index) {
+		t.grow()
+	}
+	var i uint32
+	if k := len(t.free); k > 0 {
+		i = t.free[k-1]
+		t.free = t.free[:k-1]
+	} else {
+		if len(t.slab) == 0 {
+			t.slab = append(t.slab, buffered{}) // index 0: none
+		}
+		i = uint32(len(t.slab))
+		t.slab = append(t.slab, buffered{})
+	}
+	b := &t.slab[i]
+	*b = buffered{id: *id, self: i, gen: b.gen, used: true}
+	t.place(hashID(id), i)
+	t.n++
+	return b
+}
+
+// place puts slab index i in the index, at the first free slot from h's.
+func (t *traceTable) place(h uint64, i uint32) {
+	mask := len(t.index) - 1
+	s := t.slot(h)
+	for t.index[s] != 0 {
+		s = (s + 1) & mask
+	}
+	t.index[s] = h&^0xffffffff | uint64(i)
+}
+
+// grow doubles the index (and sets it up the first time) and places every
+// entry again.
+func (t *traceTable) grow() {
+	n := max(2*len(t.index), tableMinSlots)
+	t.index = make([]uint64, n)
+	t.shift = uint8(64 - bits.TrailingZeros(uint(n)))
+	for i := 1; i < len(t.slab); i++ {
+		if t.slab[i].used {
+			t.place(hashID(&t.slab[i].id), uint32(i))
+		}
+	}
+}
+
+// remove takes b out of the table. Its fields stay readable until the next
+// insert; references to it are stale from now on.
+func (t *traceTable) remove(b *buffered) {
+	h := hashID(&b.id)
+	mask := len(t.index) - 1
+	s := t.slot(h)
+	for uint32(t.index[s]) != b.self {
+		s = (s + 1) & mask
+	}
+	// Backward-shift deletion: move up every entry after the hole that
+	// would not be found past it, so no probe chain is cut.
+	for {
+		t.index[s] = 0
+		next := s
+		for {
+			next = (next + 1) & mask
+			e := t.index[next]
+			if e == 0 {
+				b.used = false
+				b.gen++
+				t.free = append(t.free, b.self)
+				t.n--
+				return
+			}
+			home := int(e >> t.shift)
+			// e may move to s unless its home lies cyclically in (s, next].
+			if (next > s && (home <= s || home > next)) || (next < s && home <= s && home > next) {
+				t.index[s] = e
+				s = next
+				break
+			}
+		}
+	}
+}
+
+// ref returns a reference to b.
+func (t *traceTable) ref(b *buffered) traceRef { return traceRef{b.self, b.gen} }
+
+// at returns the entry r refers to, or nil when its trace has left.
+func (t *traceTable) at(r traceRef) *buffered {
+	if b := &t.slab[r.i]; b.used && b.gen == r.gen {
+		return b
+	}
+	return nil
+}
+
+// each calls fn for every entry; fn may remove the entry it is given.
+func (t *traceTable) each(fn func(b *buffered)) {
+	for i := 1; i < len(t.slab); i++ {
+		if t.slab[i].used {
+			fn(&t.slab[i])
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package sampler
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestTraceTableAgainstMap drives the table and a map through the same
+// random inserts and removes, with IDs that collide in their probe
+// sequences (sequential IDs, IDs with one half zero, a small key space), so
+// growth and backward-shift deletion are exercised heavily; every lookup,
+// reference and count must agree with the map.
+func TestTraceTableAgainstMap(t *testing.T) {
+	kinds := map[string]func(r *rand.Rand) TraceID{
+		"random": func(r *rand.Rand) (id TraceID) {
+			binary.LittleEndian.PutUint64(id[:8], r.Uint64())
+			binary.LittleEndian.PutUint64(id[8:], r.Uint64())
+			return id
+		},
+		"low half only, small space": func(r *rand.Rand) (id TraceID) {
+			binary.BigEndian.PutUint64(id[8:], r.Uint64N(5000))
+			return id
+		},
+		"high half only, small space": func(r *rand.Rand) (id TraceID) {
+			binary.BigEndian.PutUint64(id[:8], r.Uint64N(5000))
+			return id
+		},
+	}
+	for name, gen := range kinds {
+		t.Run(name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(1, 2))
+			var tab traceTable
+			ref := map[TraceID]traceRef{}
+			var stale []traceRef
+			for step := range 200_000 {
+				id := gen(r)
+				b := tab.get(&id)
+				want, ok := ref[id]
+				if (b != nil) != ok {
+					t.Fatalf("step %d: get %x = %v, map has it: %v", step, id, b != nil, ok)
+				}
+				switch {
+				case !ok && r.IntN(3) > 0 || len(ref) < 100:
+					if ok {
+						break
+					}
+					b = tab.insert(&id)
+					b.n = int32(step)
+					ref[id] = tab.ref(b)
+				case !ok:
+					// Remove some other trace: IDs that never repeat
+					// (random ones) are removed this way.
+					for other, want := range ref {
+						ob := tab.get(&other)
+						if ob == nil || tab.ref(ob) != want {
+							t.Fatalf("step %d: %x lost", step, other)
+						}
+						tab.remove(ob)
+						delete(ref, other)
+						stale = append(stale, want)
+						break
+					}
+				default:
+					if tab.ref(b) != want || b.id != id || tab.at(want) != b {
+						t.Fatalf("step %d: entry of %x does not match its reference", step, id)
+					}
+					tab.remove(b)
+					delete(ref, id)
+					stale = append(stale, want)
+				}
+				if tab.len() != len(ref) {
+					t.Fatalf("step %d: len %d, map %d", step, tab.len(), len(ref))
+				}
+			}
+			for id, want := range ref {
+				b := tab.get(&id)
+				if b == nil || tab.ref(b) != want {
+					t.Fatalf("%x lost", id)
+				}
+			}
+			for _, s := range stale {
+				if b := tab.at(s); b != nil {
+					if want, ok := ref[b.id]; !ok || want == s {
+						t.Fatalf("stale reference %v resolves to %x", s, b.id)
+					}
+				}
+			}
+			n := 0
+			tab.each(func(b *buffered) {
+				if _, ok := ref[b.id]; !ok {
+					t.Fatalf("each visits %x, not in the map", b.id)
+				}
+				n++
+			})
+			if n != len(ref) {
+				t.Fatalf("each visited %d, want %d", n, len(ref))
+			}
+			// Remove everything during each, as handoff does.
+			tab.each(tab.remove)
+			if tab.len() != 0 {
+				t.Fatalf("%d left after removing all", tab.len())
+			}
+			for id := range ref {
+				if tab.get(&id) != nil {
+					t.Fatalf("%x found after removing all", id)
+				}
+			}
+		})
+	}
+}
+
+// TestQuietHeapOrder checks the heap pops entries in due order.
+func TestQuietHeapOrder(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var h quietHeap
+	var popped []int64
+	for range 20 {
+		for range r.IntN(500) {
+			h.push(quietEntry{due: r.Int64N(1000)})
+		}
+		for k := r.IntN(len(h) + 1); k > 0; k-- {
+			popped = append(popped, h.pop().due)
+		}
+		// Within one run of pops the order must be ascending.
+		for i := 1; i < len(popped); i++ {
+			if popped[i] < popped[i-1] {
+				t.Fatalf("popped %d after %d", popped[i], popped[i-1])
+			}
+		}
+		popped = popped[:0]
+	}
+	for len(h) > 0 {
+		popped = append(popped, h.pop().due)
+	}
+	for i := 1; i < len(popped); i++ {
+		if popped[i] < popped[i-1] {
+			t.Fatalf("popped %d after %d", popped[i], popped[i-1])
+		}
+	}
+}
