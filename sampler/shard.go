@@ -3,6 +3,8 @@ package sampler
 import (
 	"context"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Causes of a decision, as counted in tailsift_sampler_traces_completed_total.
@@ -103,6 +105,36 @@ type shard struct {
 	// publishBytes have accumulated (publish), so the per-span path rarely
 	// touches memory shared with the other shards.
 	dSpans, dBytes, dTraces int64
+
+	counters counterCache
+}
+
+// counterCache holds the children of labelled counters a shard counts each
+// decision in. CounterVec.WithLabelValues hashes the labels and takes the
+// vector's lock on every call; a decision is made hundreds of thousands of
+// times a second, with a handful of label values.
+type counterCache map[counterKey]prometheus.Counter
+
+type counterKey struct {
+	vec  *prometheus.CounterVec
+	a, b string
+}
+
+// get returns vec's child for the label values lv (one or two).
+func (c *counterCache) get(vec *prometheus.CounterVec, lv ...string) prometheus.Counter {
+	k := counterKey{vec: vec, a: lv[0]}
+	if len(lv) > 1 {
+		k.b = lv[1]
+	}
+	if x, ok := (*c)[k]; ok {
+		return x
+	}
+	if *c == nil {
+		*c = make(counterCache)
+	}
+	x := vec.WithLabelValues(lv...)
+	(*c)[k] = x
+	return x
 }
 
 // publishBytes bounds how far Sampler.bufferedBytes, which pauses input near
@@ -345,7 +377,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 		sh.dropSpans(b)
 	}()
 	m := sh.s.m
-	m.completed.WithLabelValues(cause).Inc()
+	sh.counters.get(m.completed, cause).Inc()
 	m.decisionWait.Observe(now.Sub(t.FirstSeen).Seconds())
 	if b.root < 0 {
 		m.noRoot.Inc()
@@ -353,7 +385,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 
 	v := sh.s.policy().Decide(t)
 	if v.Decision != Keep {
-		m.decided.WithLabelValues("drop", v.Reason).Inc()
+		sh.counters.get(m.decided, "drop", v.Reason).Inc()
 		m.spansDropped.Add(float64(len(t.Spans)))
 		sh.cache.addDropped(b.id)
 		for i := range t.Spans {
@@ -363,7 +395,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 		}
 		return
 	}
-	m.decided.WithLabelValues("keep", v.Reason).Inc()
+	sh.counters.get(m.decided, "keep", v.Reason).Inc()
 	// Orphans are counted in kept traces only: they are what the archive
 	// shows incomplete, and the count needs every span's bytes read again,
 	// which for the many dropped traces would cost as much as scanning
