@@ -1,25 +1,30 @@
 package sampler
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+	"math/rand/v2"
+)
 
 // decisionCache remembers what a shard decided for recent traces, so spans
 // that arrive late follow the decision made for their trace.
 //
 // It keys on the low 64 bits of the trace ID (collisions among a few million
 // random IDs are vanishingly unlikely, and a collision only makes one late
-// span follow another trace's decision). Dropped traces cost a map entry of
-// 8 bytes plus a FIFO slot; kept traces also hold their decision (rate, reason, time, summary).
+// span follow another trace's decision). Dropped traces, the great majority
+// of decisions, cost a slot of 8 bytes in a keySet plus a FIFO slot; kept
+// traces also hold their decision (rate, reason, time, summary) in a map.
 // Both are bounded FIFOs: the oldest decision is forgotten first, and a span
 // arriving later than that starts a new trace.
 //
-// The maps and FIFOs grow as decisions are made, up to their bounds, rather
+// The sets and FIFOs grow as decisions are made, up to their bounds, rather
 // than being sized for the bounds up front: a million-entry cache allocated
 // at start costs tens of MB of resident memory and page faults before the
 // first span, and a node that decides fewer traces than that never needs it.
 //
 // Owned by one shard goroutine; not safe for concurrent use.
 type decisionCache struct {
-	dropped  map[uint64]struct{}
+	dropped  keySet
 	dropFIFO []uint64
 	dropHead int
 	dropMax  int
@@ -35,7 +40,7 @@ func newDecisionCache(size int) *decisionCache {
 		size = 16
 	}
 	return &decisionCache{
-		dropped: make(map[uint64]struct{}),
+		dropped: newKeySet(),
 		dropMax: size,
 		kept:    make(map[uint64]*KeptDecision),
 		keptMax: size / 4,
@@ -46,11 +51,10 @@ func cacheKey(id TraceID) uint64 { return binary.LittleEndian.Uint64(id[8:]) }
 
 func (c *decisionCache) addDropped(id TraceID) {
 	k := cacheKey(id)
-	if _, ok := c.dropped[k]; ok {
+	if !c.dropped.insert(k) {
 		return
 	}
-	c.dropped[k] = struct{}{}
-	c.dropHead = push(&c.dropFIFO, c.dropHead, c.dropMax, k, func(old uint64) { delete(c.dropped, old) })
+	c.dropHead = push(&c.dropFIFO, c.dropHead, c.dropMax, k, c.dropped.remove)
 }
 
 func (c *decisionCache) addKept(id TraceID, d *KeptDecision) {
@@ -85,8 +89,157 @@ func (c *decisionCache) lookup(id TraceID) (kept *KeptDecision, dropped bool) {
 	if d, ok := c.kept[k]; ok {
 		return d, false
 	}
-	_, dropped = c.dropped[k]
-	return nil, dropped
+	return nil, c.dropped.has(k)
 }
 
-func (c *decisionCache) len() int { return len(c.dropped) + len(c.kept) }
+func (c *decisionCache) len() int { return c.dropped.len() + len(c.kept) }
+
+// keySet is a set of uint64 keys in one flat array: open addressing with
+// linear probing in a power-of-two table. It holds the dropped decisions,
+// hundreds of thousands a second on a busy node, where a Go map cost a few
+// percent of all CPU in hashing, growth and deletes. Here a lookup is a
+// multiply and a scan of adjacent slots, usually in one cache line; the
+// array holds no pointers, so the GC never scans it; and deleting (the FIFO
+// evicts a key for every key it adds once full) shifts the rest of the probe
+// run back rather than leaving tombstones, so a table that churns forever
+// stays as fast as a fresh one.
+//
+// The table doubles whenever it would be more than keySetLoadNum/
+// keySetLoadDen full, so it grows with the number of keys held and stops at
+// the smallest size that holds the FIFO's bound: for a shard's share of the
+// default million decisions it is about half full, 16 bytes per key, where
+// a Go 1.26 map took about 38.
+type keySet struct {
+	slots []uint64 // a key, or 0 for an empty slot
+	shift uint     // 64 - log2(len(slots)): a hash's top bits pick a key's home slot
+	n     int      // keys in slots
+	zero  bool     // key 0, which an empty slot cannot tell apart
+	seed  uint64
+}
+
+// keySetLoadNum/keySetLoadDen bounds the fraction of slots in use. Past
+// about 0.7, linear probing's runs grow fast: a miss, the common lookup (a
+// new trace's first span), probes ½(1+1/(1-α)²) slots on average, 2.5 at
+// α=½, 4 at 5/8 and 6 at 0.7.
+const (
+	keySetLoadNum, keySetLoadDen = 5, 8
+	keySetMinSlots               = 16
+)
+
+// newKeySet returns an empty set with keySetMinSlots slots. Its seed is
+// random, as a Go map's is, so that trace IDs chosen by a sender to share one
+// probe run on every node cannot make each lookup a scan of the table.
+func newKeySet() keySet {
+	return keySet{
+		slots: make([]uint64, keySetMinSlots),
+		shift: uint(64 - bits.TrailingZeros(keySetMinSlots)),
+		seed:  rand.Uint64(),
+	}
+}
+
+// home returns k's home slot: the top bits of a 64x64->128-bit multiply by
+// an odd constant, folded. The multiply carries every bit of k into the top
+// bits, so keys that differ only in a few bits, sequential test IDs or
+// 64-bit IDs in either half of the 128-bit trace ID with the other half zero,
+// spread over the table rather than filling one run.
+func (s *keySet) home(k uint64) uint64 {
+	hi, lo := bits.Mul64(k^s.seed, 0x9e3779b97f4a7c15)
+	return (hi ^ lo) >> s.shift
+}
+
+func (s *keySet) len() int {
+	if s.zero {
+		return s.n + 1
+	}
+	return s.n
+}
+
+func (s *keySet) has(k uint64) bool {
+	if k == 0 {
+		return s.zero
+	}
+	mask := uint64(len(s.slots) - 1)
+	for i := s.home(k); ; i = (i + 1) & mask {
+		switch s.slots[i] {
+		case k:
+			return true
+		case 0:
+			return false
+		}
+	}
+}
+
+// insert adds k and reports whether it was not already held.
+func (s *keySet) insert(k uint64) bool {
+	if k == 0 {
+		added := !s.zero
+		s.zero = true
+		return added
+	}
+	mask := uint64(len(s.slots) - 1)
+	i := s.home(k)
+	for ; s.slots[i] != 0; i = (i + 1) & mask {
+		if s.slots[i] == k {
+			return false
+		}
+	}
+	s.n++
+	if s.n*keySetLoadDen > len(s.slots)*keySetLoadNum {
+		s.grow()
+		s.place(k)
+		return true
+	}
+	s.slots[i] = k
+	return true
+}
+
+// grow doubles the table and places every key again.
+func (s *keySet) grow() {
+	old := s.slots
+	s.slots = make([]uint64, 2*len(old))
+	s.shift--
+	for _, k := range old {
+		if k != 0 {
+			s.place(k)
+		}
+	}
+}
+
+// place stores k, which the set does not hold, in the first empty slot of
+// its probe run.
+func (s *keySet) place(k uint64) {
+	mask := uint64(len(s.slots) - 1)
+	i := s.home(k)
+	for s.slots[i] != 0 {
+		i = (i + 1) & mask
+	}
+	s.slots[i] = k
+}
+
+// remove deletes k if it is held. The slot it leaves would cut the probe run
+// of any key after it that had to pass it, so each such key moves back into
+// the hole, opening a new hole where it was, until the run ends.
+func (s *keySet) remove(k uint64) {
+	if k == 0 {
+		s.zero = false
+		return
+	}
+	mask := uint64(len(s.slots) - 1)
+	i := s.home(k)
+	for s.slots[i] != k {
+		if s.slots[i] == 0 {
+			return
+		}
+		i = (i + 1) & mask
+	}
+	for j := (i + 1) & mask; s.slots[j] != 0; j = (j + 1) & mask {
+		// The key at j may fill the hole at i if i lies on its way from
+		// its home to j: its home is at least as far behind j as i is.
+		if (j-s.home(s.slots[j]))&mask >= (j-i)&mask {
+			s.slots[i] = s.slots[j]
+			i = j
+		}
+	}
+	s.slots[i] = 0
+	s.n--
+}
