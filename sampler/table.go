@@ -3,6 +3,7 @@ package sampler
 import (
 	"encoding/binary"
 	"math/bits"
+	"math/rand/v2"
 )
 
 // traceTable is a shard's buffered traces: their entries in one slab, found
@@ -30,6 +31,7 @@ type traceTable struct {
 	index []uint64   // tag<<32 | slab index; 0 is an empty slot
 	shift uint8      // 64 - log2(len(index))
 	n     int        // traces in the table
+	seed  [2]uint64  // of the hash, chosen when the index is first made
 }
 
 // traceRef refers to a table entry as long as it holds the same trace.
@@ -38,12 +40,16 @@ type traceRef struct{ i, gen uint32 }
 // tableMinSlots is the index's smallest size, a power of two.
 const tableMinSlots = 1 << 10
 
-// hashID mixes both halves of the ID: IDs are random in practice, but some
-// tracers fill only one half.
-func hashID(id *TraceID) uint64 {
+// hash mixes both halves of the ID, each with a seed of its own, in one
+// 64×64→128-bit multiply folded to 64 bits. IDs are random in practice, but
+// some tracers fill only one half, and trace IDs come from clients: with
+// seeds a sender does not know, it cannot choose IDs that share a probe
+// sequence and turn every lookup into a scan, as a Go map's seed prevents.
+func (t *traceTable) hash(id *TraceID) uint64 {
 	lo := binary.LittleEndian.Uint64(id[:8])
 	hi := binary.LittleEndian.Uint64(id[8:])
-	return (lo ^ bits.RotateLeft64(hi, 29)) * 0x9e3779b97f4a7c15
+	h, l := bits.Mul64(lo^t.seed[0], hi^t.seed[1])
+	return h ^ l
 }
 
 // slot is where h starts probing. An index entry keeps the high half of its
@@ -59,7 +65,7 @@ func (t *traceTable) get(id *TraceID) *buffered {
 	if t.n == 0 {
 		return nil
 	}
-	h := hashID(id)
+	h := t.hash(id)
 	tag := h >> 32
 	mask := len(t.index) - 1
 	for s := t.slot(h); ; s = (s + 1) & mask {
@@ -94,7 +100,7 @@ func (t *traceTable) insert(id *TraceID) *buffered {
 	}
 	b := &t.slab[i]
 	*b = buffered{id: *id, self: i, gen: b.gen, used: true}
-	t.place(hashID(id), i)
+	t.place(t.hash(id), i)
 	t.n++
 	return b
 }
@@ -112,12 +118,15 @@ func (t *traceTable) place(h uint64, i uint32) {
 // grow doubles the index (and sets it up the first time) and places every
 // entry again.
 func (t *traceTable) grow() {
+	if t.index == nil {
+		t.seed = [2]uint64{rand.Uint64(), rand.Uint64()}
+	}
 	n := max(2*len(t.index), tableMinSlots)
 	t.index = make([]uint64, n)
 	t.shift = uint8(64 - bits.TrailingZeros(uint(n)))
 	for i := 1; i < len(t.slab); i++ {
 		if t.slab[i].used {
-			t.place(hashID(&t.slab[i].id), uint32(i))
+			t.place(t.hash(&t.slab[i].id), uint32(i))
 		}
 	}
 }
@@ -125,7 +134,7 @@ func (t *traceTable) grow() {
 // remove takes b out of the table. Its fields stay readable until the next
 // insert; references to it are stale from now on.
 func (t *traceTable) remove(b *buffered) {
-	h := hashID(&b.id)
+	h := t.hash(&b.id)
 	mask := len(t.index) - 1
 	s := t.slot(h)
 	for uint32(t.index[s]) != b.self {

@@ -139,3 +139,41 @@ func TestQuietHeapOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestTraceTableSpreadsPatternedIDs checks that IDs with a pattern (one half
+// zero, sequential, strided) find their entries about as soon as random IDs
+// do: the mean distance of an entry from its home slot stays small.
+func TestTraceTableSpreadsPatternedIDs(t *testing.T) {
+	patterns := map[string]func(i uint64) (id TraceID){
+		"random": func(i uint64) (id TraceID) {
+			r := rand.New(rand.NewPCG(i, 7))
+			binary.LittleEndian.PutUint64(id[:8], r.Uint64())
+			binary.LittleEndian.PutUint64(id[8:], r.Uint64())
+			return id
+		},
+		"sequential low half":  func(i uint64) (id TraceID) { binary.BigEndian.PutUint64(id[8:], i); return id },
+		"sequential high half": func(i uint64) (id TraceID) { binary.BigEndian.PutUint64(id[:8], i); return id },
+		"stride 4096, both halves": func(i uint64) (id TraceID) {
+			binary.LittleEndian.PutUint64(id[:8], i<<12)
+			binary.LittleEndian.PutUint64(id[8:], i<<12)
+			return id
+		},
+	}
+	for name, gen := range patterns {
+		var tab traceTable
+		for i := range uint64(50_000) {
+			id := gen(i)
+			tab.insert(&id)
+		}
+		mask := len(tab.index) - 1
+		total := 0
+		for s, e := range tab.index {
+			if e != 0 {
+				total += (s - int(e>>tab.shift)) & mask
+			}
+		}
+		if mean := float64(total) / float64(tab.len()); mean > 1.5 {
+			t.Errorf("%s: mean distance from home slot %.2f, want at most 1.5", name, mean)
+		}
+	}
+}
