@@ -6,7 +6,7 @@ import (
 	"math/rand/v2"
 )
 
-// traceTable is a shard's buffered traces: their entries in one slab, found
+// traceTable is a shard's buffered traces: their entries in a slab, found
 // by trace ID through an open-addressing index.
 //
 // It replaces a map[TraceID]*buffered with one entry allocated per trace.
@@ -23,16 +23,29 @@ import (
 // table, so a reference that outlived its trace, to a slot another trace
 // may now use, is recognised as stale instead of followed.
 //
-// A *buffered from get or insert points into the slab and is valid until
-// the next insert (which may grow the slab). Owned by one shard goroutine.
+// The slab grows by fixed-size pages rather than by doubling one slice: an
+// entry never moves, and growing neither copies the entries nor leaves the
+// old array as garbage (as a doubling slice did, several times its final
+// size over a drain, all of it fresh memory).
+//
+// A *buffered from get or insert points into the slab and stays valid while
+// its trace is in the table; after remove, until the next insert. Owned by
+// one shard goroutine.
 type traceTable struct {
-	slab  []buffered // slab[0] is unused: index 0 means none
-	free  []uint32   // slab indexes free for reuse, most recently freed last
-	index []uint64   // tag<<32 | slab index; 0 is an empty slot
-	shift uint8      // 64 - log2(len(index))
-	n     int        // traces in the table
-	seed  [2]uint64  // of the hash, chosen when the index is first made
+	pages [][]buffered // the slab, slabPage entries a page; entry 0 is unused: index 0 means none
+	size  uint32       // entries in the slab, used or free
+	free  []uint32     // slab indexes free for reuse, most recently freed last
+	index []uint64     // tag<<32 | slab index; 0 is an empty slot
+	shift uint8        // 64 - log2(len(index))
+	n     int          // traces in the table
+	seed  [2]uint64    // of the hash, chosen when the index is first made
 }
+
+// slabPage is the number of entries in a page of the slab (88 KiB).
+const slabPage = 1 << 10
+
+// entry returns slab entry i.
+func (t *traceTable) entry(i uint32) *buffered { return &t.pages[i/slabPage][i%slabPage] }
 
 // traceRef refers to a table entry as long as it holds the same trace.
 type traceRef struct{ i, gen uint32 }
@@ -74,7 +87,7 @@ func (t *traceTable) get(id *TraceID) *buffered {
 			return nil
 		}
 		if e>>32 == tag {
-			if b := &t.slab[uint32(e)]; b.id == *id {
+			if b := t.entry(uint32(e)); b.id == *id {
 				return b
 			}
 		}
@@ -92,13 +105,16 @@ func (t *traceTable) insert(id *TraceID) *buffered {
 		i = t.free[k-1]
 		t.free = t.free[:k-1]
 	} else {
-		if len(t.slab) == 0 {
-			t.slab = append(t.slab, buffered{}) // index 0: none
+		if t.size == 0 {
+			t.size = 1 // index 0: none
 		}
-		i = uint32(len(t.slab))
-		t.slab = append(t.slab, buffered{})
+		if t.size%slabPage == 0 || len(t.pages) == 0 {
+			t.pages = append(t.pages, make([]buffered, slabPage))
+		}
+		i = t.size
+		t.size++
 	}
-	b := &t.slab[i]
+	b := t.entry(i)
 	*b = buffered{id: *id, self: i, gen: b.gen, used: true}
 	t.place(t.hash(id), i)
 	t.n++
@@ -124,9 +140,9 @@ func (t *traceTable) grow() {
 	n := max(2*len(t.index), tableMinSlots)
 	t.index = make([]uint64, n)
 	t.shift = uint8(64 - bits.TrailingZeros(uint(n)))
-	for i := 1; i < len(t.slab); i++ {
-		if t.slab[i].used {
-			t.place(t.hash(&t.slab[i].id), uint32(i))
+	for i := uint32(1); i < t.size; i++ {
+		if b := t.entry(i); b.used {
+			t.place(t.hash(&b.id), i)
 		}
 	}
 }
@@ -171,7 +187,7 @@ func (t *traceTable) ref(b *buffered) traceRef { return traceRef{b.self, b.gen} 
 
 // at returns the entry r refers to, or nil when its trace has left.
 func (t *traceTable) at(r traceRef) *buffered {
-	if b := &t.slab[r.i]; b.used && b.gen == r.gen {
+	if b := t.entry(r.i); b.used && b.gen == r.gen {
 		return b
 	}
 	return nil
@@ -179,9 +195,9 @@ func (t *traceTable) at(r traceRef) *buffered {
 
 // each calls fn for every entry; fn may remove the entry it is given.
 func (t *traceTable) each(fn func(b *buffered)) {
-	for i := 1; i < len(t.slab); i++ {
-		if t.slab[i].used {
-			fn(&t.slab[i])
+	for i := uint32(1); i < t.size; i++ {
+		if b := t.entry(i); b.used {
+			fn(b)
 		}
 	}
 }
