@@ -105,14 +105,11 @@ func (t *traceTable) insert(id *TraceID) *buffered {
 		i = t.free[k-1]
 		t.free = t.free[:k-1]
 	} else {
-		if t.size == 0 {
-			t.size = 1 // index 0: none
-		}
-		if t.size%slabPage == 0 || len(t.pages) == 0 {
+		i = max(t.size, 1) // index 0: none
+		if int(i/slabPage) == len(t.pages) {
 			t.pages = append(t.pages, make([]buffered, slabPage))
 		}
-		i = t.size
-		t.size++
+		t.size = i + 1
 	}
 	b := t.entry(i)
 	*b = buffered{id: *id, self: i, gen: b.gen, used: true}
