@@ -21,8 +21,11 @@ type Config struct {
 	// bounds how long kept spans wait to become durable, and so how far the
 	// committed Kafka offsets lag.
 	RollAge time.Duration
-	// RowGroupBytes is the uncompressed size of a row group (default 32 MiB).
-	// Rows are sorted by trace and start time within a row group.
+	// RowGroupBytes is the uncompressed size of a row group (default 16 MiB).
+	// Rows are sorted by trace and start time within a row group, so a row
+	// group is held decoded in memory until it is written: this bounds the
+	// writer's memory per open file. Compaction rewrites an hour's files
+	// with row groups of 128 MiB.
 	RowGroupBytes int64
 	// NodeID goes into file names so nodes never collide.
 	NodeID string
@@ -101,7 +104,7 @@ func (c *Config) setDefaults() {
 		c.RollAge = DefaultRollAge
 	}
 	if c.RowGroupBytes == 0 {
-		c.RowGroupBytes = 32 << 20
+		c.RowGroupBytes = 16 << 20
 	}
 	if c.RowGroupBytes > c.RollBytes {
 		c.RowGroupBytes = c.RollBytes
