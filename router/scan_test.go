@@ -1,0 +1,107 @@
+package router
+
+import (
+	"testing"
+
+	"github.com/tailsift/tailsift/bench/gen"
+	"github.com/tailsift/tailsift/sampler"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// scopeMessage encodes one span under a resource of the given attributes
+// and a scope of the given name.
+func scopeMessage(t testing.TB, attrs [][2]string, scope string) []byte {
+	t.Helper()
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.SetSchemaUrl("https://opentelemetry.io/schemas/1.26.0")
+	for _, kv := range attrs {
+		rs.Resource().Attributes().PutStr(kv[0], kv[1])
+	}
+	ss := rs.ScopeSpans().AppendEmpty()
+	ss.Scope().SetName(scope)
+	sp := ss.Spans().AppendEmpty()
+	sp.SetTraceID([16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
+	sp.SetSpanID([8]byte{1, 2, 3, 4, 5, 6, 7, 8})
+	sp.SetName("op")
+	b, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestScannerInternsScopes: spans under the same resource and scope, in any
+// record, share one *sampler.Scope; a resource or scope that differs
+// anywhere, even in its last byte, gets its own, with its own service.
+func TestScannerInternsScopes(t *testing.T) {
+	sc, err := NewScanner(EncodingProto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scopeOf := func(msg []byte) *sampler.Scope {
+		t.Helper()
+		var src sampler.Pending
+		items, err := sc.Scan(msg, &src)
+		if err != nil || len(items) != 1 {
+			t.Fatalf("scan: %d items, %v", len(items), err)
+		}
+		return items[0].Span.Scope
+	}
+	res := [][2]string{{"service.name", "checkout"}, {"host.name", "host-1"}}
+	a := scopeOf(scopeMessage(t, res, "lib"))
+	if b := scopeOf(scopeMessage(t, res, "lib")); b != a {
+		t.Fatal("the same resource and scope in a second record got a second *Scope")
+	}
+	other := [][2]string{{"service.name", "checkout"}, {"host.name", "host-2"}}
+	c := scopeOf(scopeMessage(t, other, "lib"))
+	if c == a {
+		t.Fatal("resources differing in host.name share a *Scope")
+	}
+	if d := scopeOf(scopeMessage(t, res, "lic")); d == a {
+		t.Fatal("scopes differing in their name's last byte share a *Scope")
+	}
+	if a.Service != "checkout" || c.Service != "checkout" {
+		t.Fatalf("services %q, %q", a.Service, c.Service)
+	}
+	// The first again, after the others: still the first.
+	if e := scopeOf(scopeMessage(t, res, "lib")); e != a {
+		t.Fatal("the first scope was not found again after others were added")
+	}
+	// A resource with no attributes at all is a different one.
+	if f := scopeOf(scopeMessage(t, nil, "lib")); f == a || f.Service != "" {
+		t.Fatalf("an empty resource matched another (service %q)", f.Service)
+	}
+}
+
+// BenchmarkScanGenerated scans the messages of the traffic generator, whose
+// messages mix many resources and scopes as SDK batch exporters and the
+// Collector write them: one lookup of the interned scope per ScopeSpans.
+func BenchmarkScanGenerated(b *testing.B) {
+	var msgs [][]byte
+	spans := 0
+	if _, err := gen.Generate(gen.Config{Seed: 1, Traces: 2000}, func(m []byte) error {
+		msgs = append(msgs, m)
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	sc, _ := NewScanner(EncodingProto)
+	var src sampler.Pending
+	for _, m := range msgs {
+		items, err := sc.Scan(m, &src)
+		if err != nil {
+			b.Fatal(err)
+		}
+		spans += len(items)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, m := range msgs {
+			if _, err := sc.Scan(m, &src); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*spans), "ns/span")
+}
