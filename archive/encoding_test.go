@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -44,16 +43,7 @@ func TestDictionaryFallsBackToPlain(t *testing.T) {
 	if len(files) != 1 {
 		t.Fatalf("files: %v", files)
 	}
-	f, err := os.Open(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	pf, err := parquet.OpenFile(f, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pf := openParquet(t, files[0])
 	if len(pf.Metadata().RowGroups) != 1 {
 		t.Fatalf("%d row groups, want 1", len(pf.Metadata().RowGroups))
 	}

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,8 +30,11 @@ type Writer struct {
 	log   *slog.Logger
 	files map[string]*openFile // by partition, e.g. "dt=2026-11-23/hour=06"
 	rb    *rowBuilder
-	up    *uploader // nil for file://
-	now   func() time.Time
+	chunk *rowBatch // rows of held traces being written (writeHeld)
+
+	rowsPerRaw float64   // bytes of rows per encoded span byte, of the last row group written
+	up         *uploader // nil for file://
+	now        func() time.Time
 
 	partHour time.Time // the hour of the last trace added,
 	part     string    // and its partition
@@ -38,10 +43,11 @@ type Writer struct {
 	lastWarn time.Time // of the spool-nearly-full warning
 
 	// spares are the row buffers of closed files, emptied, for the next
-	// files: a row group is tens of thousands of rows of a few hundred
-	// bytes each, too much to grow again from nothing every roll. (Parquet
-	// writers are not reused: parquet-go v0.32's Writer.Reset loses the
-	// columns' path_in_schema from the next file's footer.)
+	// files. Only compaction fills them (a row group of 128 MiB of rows, too
+	// much to grow again from nothing for every output file); the node's
+	// own files hold their traces encoded (writeHeld). (Parquet writers are
+	// not reused: parquet-go v0.32's Writer.Reset loses the columns'
+	// path_in_schema from the next file's footer.)
 	spares []*rowBatch
 }
 
@@ -57,8 +63,10 @@ type openFile struct {
 	tmp, path string
 	f         *os.File
 	w         *parquet.Writer
-	rows      *rowBatch // current row group, sorted when flushed
-	size      int64     // estimated uncompressed size written to w
+	held      []*sampler.Kept // the traces of the current row group, decoded when it is written
+	heldRaw   int64           // encoded bytes of their spans
+	rows      *rowBatch       // compaction's current row group, sorted when flushed
+	size      int64           // estimated uncompressed size written to w
 	spans     int
 	opened    time.Time
 	pending   []*sampler.Pending // settled once the file is durable
@@ -252,28 +260,43 @@ func (w *Writer) add(k *sampler.Kept) error {
 		}
 		w.files[part] = f
 	}
-	if err := w.rb.appendTrace(f.rows, k); err != nil {
-		w.m.errors.WithLabelValues("decode").Inc()
-		return fmt.Errorf("archive: trace %x: %w", k.ID, err)
-	}
-	// Keep only what settles the spans: the raw bytes (and the Kafka
-	// records behind them) are free to go once rows hold copies.
+	f.held = append(f.held, k)
 	for i := range k.Spans {
+		f.heldRaw += int64(len(k.Spans[i].Raw))
 		if src := k.Spans[i].Src; src != nil {
 			f.pending = append(f.pending, src)
 		}
 	}
 	f.spans += len(k.Spans)
-	k.Spans = nil
-	if f.rows.full(w.cfg.RowGroupBytes) {
+	if w.estimate(f.heldRaw) >= w.cfg.RowGroupBytes {
 		if err := w.flushRowGroup(f); err != nil {
 			return err
 		}
 	}
-	if f.size+f.rows.size >= w.cfg.RollBytes {
+	if f.size+w.estimate(f.heldRaw) >= w.cfg.RollBytes {
 		return w.close(f)
 	}
 	return nil
+}
+
+// Row groups are sized in bytes of rows (rowBatch.size), but the spans of a
+// row group wait encoded until it is written: their size in rows is
+// estimated from their encoded size, at the ratio of the last row group
+// written (clamped), or defaultRowsPerRaw before the first. Generated
+// traffic makes 2.2 bytes of rows per encoded byte: resource attributes are
+// repeated in every row, IDs are written in hex.
+const (
+	defaultRowsPerRaw            = 2.2
+	minRowsPerRaw, maxRowsPerRaw = 1.0, 16.0
+)
+
+// estimate is the size in rows of held spans of raw encoded bytes.
+func (w *Writer) estimate(raw int64) int64 {
+	r := w.rowsPerRaw
+	if r == 0 {
+		r = defaultRowsPerRaw
+	}
+	return int64(float64(raw) * r)
 }
 
 func (w *Writer) open(part string) (*openFile, error) {
@@ -378,24 +401,79 @@ func fileName(node string, t time.Time) string {
 	return fmt.Sprintf("part-%s-%s-%s.parquet", node, t.UTC().Format("20060102T150405.000Z"), hex.EncodeToString(rnd[:]))
 }
 
-// flushRowGroup sorts the buffered rows by trace and start time and writes
-// them as one row group, so a trace's spans sit together and row-group
-// statistics and the bloom filter prune well.
+// flushRowGroup writes f's pending rows as a row group: the held traces
+// (see writeHeld), or for compaction the rows already decoded into f.rows,
+// sorted by trace and start time.
 func (w *Writer) flushRowGroup(f *openFile) error {
-	if f.rows.len() == 0 {
+	switch {
+	case len(f.held) > 0:
+		if err := w.writeHeld(f); err != nil {
+			return err
+		}
+	case f.rows.len() > 0:
+		f.rows.sortRows()
+		if err := f.rows.writeTo(f.w); err != nil {
+			w.m.errors.WithLabelValues("write").Inc()
+			return fmt.Errorf("archive: writing %s: %w", f.tmp, err)
+		}
+		f.size += f.rows.size
+		f.rows.reset()
+	default:
 		return nil
-	}
-	f.rows.sortRows()
-	if err := f.rows.writeTo(f.w); err != nil {
-		w.m.errors.WithLabelValues("write").Inc()
-		return fmt.Errorf("archive: writing %s: %w", f.tmp, err)
 	}
 	if err := f.w.Flush(); err != nil {
 		w.m.errors.WithLabelValues("write").Inc()
 		return fmt.Errorf("archive: writing %s: %w", f.tmp, err)
 	}
-	f.size += f.rows.size
-	f.rows.reset()
+	return nil
+}
+
+// chunkRows is about how many rows writeHeld decodes before it writes them:
+// few enough that the decoded rows are still in the processor's cache when
+// their values are gathered into the columns.
+const chunkRows = 512
+
+// writeHeld writes f's held traces into the row group being written, in
+// trace ID order (the order of the rows' hex trace IDs), decoding them a
+// chunk at a time into one small rowBatch. A row group is thus held as the
+// kept spans' encoded bytes, about half the memory of its decoded rows, and
+// the rows are written while still in the cache, where decoding a whole row
+// group first left a buffer of tens of megabytes to grow, fault in and read
+// back cold. Traces with the same ID (late spans of a kept trace) are kept
+// in one chunk, so every trace's rows are still sorted by start time.
+func (w *Writer) writeHeld(f *openFile) error {
+	held := f.held
+	slices.SortStableFunc(held, func(a, b *sampler.Kept) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	if w.chunk == nil {
+		w.chunk = new(rowBatch)
+	}
+	rows := w.chunk
+	defer rows.reset()
+	var size int64
+	for i := 0; i < len(held); {
+		j := i
+		for j < len(held) && (j == i || rows.len() < chunkRows || held[j].ID == held[j-1].ID) {
+			if err := w.rb.appendTrace(rows, held[j]); err != nil {
+				w.m.errors.WithLabelValues("decode").Inc()
+				return fmt.Errorf("archive: trace %x: %w", held[j].ID, err)
+			}
+			j++
+		}
+		rows.sortRows()
+		if err := rows.writeTo(f.w); err != nil {
+			w.m.errors.WithLabelValues("write").Inc()
+			return fmt.Errorf("archive: writing %s: %w", f.tmp, err)
+		}
+		size += rows.size
+		rows.reset()
+		i = j
+	}
+	if size > 0 && f.heldRaw > 0 {
+		w.rowsPerRaw = min(max(float64(size)/float64(f.heldRaw), minRowsPerRaw), maxRowsPerRaw)
+	}
+	f.size += size
+	clear(held) // the spans' bytes are free to go
+	f.held, f.heldRaw = held[:0], 0
 	return nil
 }
 

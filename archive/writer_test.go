@@ -2,8 +2,10 @@ package archive
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -312,4 +314,114 @@ func startWriter(t *testing.T, cfg Config, m *Metrics) (chan<- *sampler.Kept, <-
 	done := make(chan error, 1)
 	go func() { done <- w.Run(context.Background(), in) }()
 	return in, done
+}
+
+// TestWriterRowGroupsSortedAndSized: kept traces arrive in decision order;
+// every row group of the file holds them sorted by trace ID and, within a
+// trace, by start time, even when a trace's late spans arrive as a second
+// Kept after other traces, and even across the chunks a row group is
+// decoded in. Row groups are cut near RowGroupBytes of rows although their
+// spans wait encoded: the estimate from encoded bytes may not let one grow
+// to several times the limit, nor cut it at a small fraction.
+func TestWriterRowGroupsSortedAndSized(t *testing.T) {
+	kept, spans := genKept(t, 3000)
+	// Late spans: the earliest span of every trace of several spans arrives
+	// again as its own Kept, a few traces later, as a late span of a kept
+	// trace does. Its rows must still come first in its trace, in the same
+	// row group as the rest of the trace.
+	var (
+		late    int
+		arrival []*sampler.Kept
+		pending []*sampler.Kept
+	)
+	for _, k := range kept {
+		arrival = append(arrival, k)
+		if len(pending) >= 3 {
+			arrival = append(arrival, pending[0])
+			pending = pending[1:]
+		}
+		if len(k.Spans) < 2 {
+			continue
+		}
+		first := 0
+		for i := range k.Spans {
+			if k.Spans[i].Start < k.Spans[first].Start {
+				first = i
+			}
+		}
+		sp := k.Spans[first]
+		k.Spans = slices.Delete(k.Spans, first, first+1)
+		pending = append(pending, &sampler.Kept{ID: k.ID, Reason: k.Reason, DecidedAt: k.DecidedAt, Start: k.Start,
+			SampleRate: k.SampleRate, Late: true, SpanCount: 1, Spans: []sampler.Span{sp}})
+		late++
+	}
+	kept = append(arrival, pending...)
+	const limit = 1 << 20
+	files := writeKept(t, Config{NodeID: "n", RowGroupBytes: limit, RollBytes: 1 << 30, RollAge: time.Hour}, kept)
+	if len(files) != 1 {
+		t.Fatalf("%d files, want 1", len(files))
+	}
+	pf := openParquet(t, files[0])
+	groups := pf.RowGroups()
+	if len(groups) < 4 {
+		t.Fatalf("%d row groups for %d spans at a limit of %d bytes: rows are not cut into row groups", len(groups), spans, limit)
+	}
+	total, lateRows := 0, 0
+	for g, rg := range groups {
+		rows := make([]Row, rg.NumRows())
+		r := parquet.NewGenericRowGroupReader[Row](rg)
+		n, err := r.Read(rows)
+		if err != nil && err != io.EOF || n != len(rows) {
+			t.Fatalf("row group %d: read %d of %d rows: %v", g, n, len(rows), err)
+		}
+		total += n
+		for i := 1; i < n; i++ {
+			a, b := &rows[i-1], &rows[i]
+			if a.TraceID > b.TraceID || a.TraceID == b.TraceID && a.StartTimeUnixNano > b.StartTimeUnixNano {
+				t.Fatalf("row group %d, rows %d and %d out of order: %s@%d before %s@%d", g, i-1, i, a.TraceID, a.StartTimeUnixNano, b.TraceID, b.StartTimeUnixNano)
+			}
+		}
+		for i := range rows {
+			if rows[i].Late {
+				lateRows++
+			}
+		}
+	}
+	if total != spans || lateRows != late {
+		t.Fatalf("%d rows, %d of them late; want %d and %d", total, lateRows, spans, late)
+	}
+	// Each row group but the last holds about limit bytes of rows, by the
+	// rows' own size (rowBatch.size), which the writer only estimates while
+	// their spans wait encoded.
+	var all rowBatch
+	for _, k := range kept {
+		if err := newRowBuilder(nil).appendTrace(&all, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	perRow := float64(all.size) / float64(spans)
+	for g, rg := range groups[:len(groups)-1] {
+		if got := float64(rg.NumRows()) * perRow; got < limit/2 || got > 2*limit {
+			t.Errorf("row group %d: %d rows, about %.0f bytes of rows for a limit of %d", g, rg.NumRows(), got, limit)
+		}
+	}
+}
+
+// openParquet opens a Parquet file for reading, closed at the end of the test.
+func openParquet(t *testing.T, path string) *parquet.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := parquet.OpenFile(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pf
 }
