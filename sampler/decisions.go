@@ -169,6 +169,10 @@ func (s *keySet) has(k uint64) bool {
 	}
 }
 
+// homeKey returns the key in k's home slot, for reading ahead: it brings
+// into the cache the slot a lookup of k reads first.
+func (s *keySet) homeKey(k uint64) uint64 { return s.slots[s.home(k)] }
+
 // insert adds k and reports whether it was not already held.
 func (s *keySet) insert(k uint64) bool {
 	if k == 0 {

@@ -83,6 +83,7 @@ type shard struct {
 	ownerSeen *ownerBox         // the ownership moveDecisions last applied to cache
 	late      map[TraceID]*Kept // late spans of kept traces, flushed each tick
 	due       []*buffered       // traces expire is about to decide
+	aheadSum  uint64            // readAhead's loads, summed so they stay
 	ids       idScratch         // for counting orphan spans at decision
 
 	in  chan []Item

@@ -362,33 +362,40 @@ func BenchmarkShardAddInterleaved(b *testing.B) {
 	now := time.Unix(1000, 0)
 	round := func(sh *shard) {
 		for range spansPer {
-			for i := range its {
+			for i := range its { // as the shard loop adds a batch
+				if addAhead > 1 && i%addAhead == 0 {
+					sh.readAhead(its[i:min(i+addAhead, len(its))])
+				}
 				sh.add(ctx, &its[i], now)
 			}
 		}
 	}
+	defer func(n int) { addAhead = n }(addAhead)
 	for _, fresh := range []bool{true, false} {
-		name := map[bool]string{true: "fresh", false: "reused"}[fresh]
-		b.Run(name, func(b *testing.B) {
-			newShard := func() *shard { return New(cfg, dropAll, make(chan *Kept, 1), nil, nil).shards[0] }
-			sh := newShard()
-			if !fresh {
-				round(sh)
-				sh.flush(ctx, now)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for n := 0; n < b.N; n += traces * spansPer {
-				round(sh)
-				b.StopTimer()
-				sh.flush(ctx, now)
-				if fresh {
-					sh.arena.close()
-					sh = newShard()
+		for _, ahead := range []int{1, 16} {
+			name := map[bool]string{true: "fresh", false: "reused"}[fresh] + fmt.Sprintf("/ahead=%d", ahead)
+			b.Run(name, func(b *testing.B) {
+				addAhead = ahead
+				newShard := func() *shard { return New(cfg, dropAll, make(chan *Kept, 1), nil, nil).shards[0] }
+				sh := newShard()
+				if !fresh {
+					round(sh)
+					sh.flush(ctx, now)
 				}
-				b.StartTimer()
-			}
-		})
+				b.ReportAllocs()
+				b.ResetTimer()
+				for n := 0; n < b.N; n += traces * spansPer {
+					round(sh)
+					b.StopTimer()
+					sh.flush(ctx, now)
+					if fresh {
+						sh.arena.close()
+						sh = newShard()
+					}
+					b.StartTimer()
+				}
+			})
+		}
 	}
 }
 

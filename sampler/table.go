@@ -94,6 +94,21 @@ func (t *traceTable) get(id *TraceID) *buffered {
 	}
 }
 
+// first returns the entry in the index slot where a lookup of id starts,
+// if that slot's tag is id's (usually id's entry), or nil. It is get without
+// the probe, for reading ahead (shard.readAhead): loading the slot and the
+// entry brings into the cache what get will read.
+func (t *traceTable) first(id *TraceID) *buffered {
+	if t.n == 0 {
+		return nil
+	}
+	h := t.hash(id)
+	if e := t.index[t.slot(h)]; e != 0 && e>>32 == h>>32 {
+		return t.entry(uint32(e))
+	}
+	return nil
+}
+
 // insert adds an entry for id, which must not be in the table, and returns
 // it with id set and every other field zero but its place and generation.
 func (t *traceTable) insert(id *TraceID) *buffered {

@@ -35,6 +35,9 @@ func TestTraceTableAgainstMap(t *testing.T) {
 			var stale []traceRef
 			for step := range 200_000 {
 				id := gen(r)
+				if f := tab.first(&id); f != nil && !f.used {
+					t.Fatalf("step %d: first %x gave an unused entry", step, id)
+				}
 				b := tab.get(&id)
 				want, ok := ref[id]
 				if (b != nil) != ok {
