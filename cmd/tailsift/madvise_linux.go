@@ -6,8 +6,8 @@ import (
 	"syscall"
 )
 
-// useMadvFree restarts the process, once, with madvdontneed=0 added to
-// GODEBUG, so that the Go runtime returns freed heap pages to the kernel
+// useMadvFree restarts a node (the run and demo commands), once, with
+// madvdontneed=0 added to GODEBUG, so that the Go runtime returns freed heap pages to the kernel
 // with MADV_FREE instead of MADV_DONTNEED. The setting is read only at
 // start-up and cannot be set in the source (//go:debug does not take it),
 // hence the exec; a GODEBUG that already names madvdontneed is left alone,
@@ -21,7 +21,14 @@ import (
 // needs the memory (it takes them back under pressure, a container's limit
 // included), so reusing them costs nothing; until then they count in the
 // process's RSS.
+//
+// The restart costs a second start-up of the runtime and the packages'
+// initialisation, some tens of milliseconds of CPU, which is why the
+// short-lived commands skip it.
 func useMadvFree() {
+	if len(os.Args) < 2 || os.Args[1] != "run" && os.Args[1] != "demo" {
+		return
+	}
 	env, ok := os.LookupEnv("GODEBUG")
 	if strings.Contains(env, "madvdontneed=") {
 		return
