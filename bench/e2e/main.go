@@ -7,15 +7,17 @@
 // backlog, are meant to be quoted, and CPU is counted per process, not by
 // the wall clock.
 //
-//	go run ./bench/e2e                      # 260,000 traces, about 2.1M spans
-//	go run ./bench/e2e -traces 20000 -skip-otelcol
+//	go run ./bench/e2e                      # 260,000 traces, about 2.1M spans, 3 rounds
+//	go run ./bench/e2e -traces 20000 -skip-otelcol -rounds 1
 //
 // Every process is a separate child: `tailsift broker` holds the backlog,
 // `tailsift gen` (a fixed seed) produces it, then each sampler reads it from
 // the start under a fresh consumer group. Neither the broker nor the
 // generator is measured.
 //
-// Runs, in order:
+// Runs, in order, each round (-rounds, default 3; the hold run in the first
+// only), so that a noisy machine shows as the spread of the rounds and the
+// report's table is the round with the median ratio:
 //
 //   - tailsift drain: decisions 3s (Kafka record time) after a trace goes
 //     quiet. The run is drained once the group's committed lag is 0, every
@@ -34,6 +36,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -45,6 +48,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -68,6 +72,7 @@ type options struct {
 	poll         time.Duration
 	phaseTimeout time.Duration
 	keep         bool
+	rounds       int
 }
 
 func main() {
@@ -91,11 +96,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.poll, "poll", 250*time.Millisecond, "how often to read /proc and the metrics")
 	fs.DurationVar(&o.phaseTimeout, "timeout", 15*time.Minute, "give up on a run after this long")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, configs, archive)")
+	fs.IntVar(&o.rounds, "rounds", 3, "drains of the backlog by each sampler, alternated; the report shows the round with the median ratio")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if o.traces < 1 || o.partitions < 1 || o.idleWindow <= 0 || o.phaseTimeout <= 0 || o.hold < time.Minute || o.poll <= 0 {
-		fmt.Fprintln(stderr, "e2e: -traces and -partitions must be positive, -idle-window, -poll and -timeout positive, -hold at least 1m")
+	if o.traces < 1 || o.partitions < 1 || o.rounds < 1 || o.idleWindow <= 0 || o.phaseTimeout <= 0 || o.hold < time.Minute || o.poll <= 0 {
+		fmt.Fprintln(stderr, "e2e: -traces, -partitions and -rounds must be positive, -idle-window, -poll and -timeout positive, -hold at least 1m")
 		return 2
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -171,27 +177,52 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 
 	env := &runEnv{dir: dir, topic: topic, adm: adm, bl: bl, o: o, logf: logf}
 	ts := tailsiftTarget(bin, addr, o.hold)
-	results := []*result{}
-	r, err := env.drain(ctx, ts)
-	if err != nil {
-		return fmt.Errorf("tailsift: %w", err)
-	}
-	results = append(results, r)
-	var hold *holdResult
-	if !o.skipHold {
-		if hold, err = env.holdAll(ctx, ts, idleTopic); err != nil {
-			return fmt.Errorf("tailsift hold: %w", err)
-		}
-	}
+	var oc target
 	if !o.skipOtelcol {
-		r, err := env.drain(ctx, otelcolTarget(otelcolBin, addr, o.traces, o.hold))
-		if err != nil {
-			return fmt.Errorf("otelcol: %w", err)
-		}
-		results = append(results, r)
+		oc = otelcolTarget(otelcolBin, addr, o.traces, o.hold)
 	}
-	printReport(stdout, o, bl, results, hold)
+	var rounds [][]*result
+	var hold *holdResult
+	for i := 1; i <= o.rounds; i++ {
+		r, err := env.drain(ctx, ts, i)
+		if err != nil {
+			return fmt.Errorf("tailsift: %w", err)
+		}
+		round := []*result{r}
+		if i == 1 && !o.skipHold {
+			if hold, err = env.holdAll(ctx, ts, idleTopic); err != nil {
+				return fmt.Errorf("tailsift hold: %w", err)
+			}
+		}
+		if !o.skipOtelcol {
+			r, err := env.drain(ctx, oc, i)
+			if err != nil {
+				return fmt.Errorf("otelcol: %w", err)
+			}
+			round = append(round, r)
+		}
+		rounds = append(rounds, round)
+	}
+	printReport(stdout, o, bl, rounds, hold)
 	return nil
+}
+
+// medianRound returns the index of the round with the median ratio of
+// tailsift's CPU to the Collector's (with one sampler, the median CPU): of
+// an even number, the lower of the middle two.
+func medianRound(rounds [][]*result) int {
+	key := func(rs []*result) float64 {
+		if len(rs) == 2 && rs[1].cpu > 0 {
+			return rs[0].cpu.Seconds() / rs[1].cpu.Seconds()
+		}
+		return rs[0].cpu.Seconds()
+	}
+	idx := make([]int, len(rounds))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(key(rounds[a]), key(rounds[b])) })
+	return idx[(len(idx)-1)/2]
 }
 
 // buildOtelcol runs otelcol.sh, which prints the binary's path last.
@@ -293,8 +324,8 @@ func (e *runEnv) start(ctx context.Context, t target, topic, group string, hold 
 
 // drain lets t read the whole backlog under a fresh group and measures it
 // until it is drained (see the package comment for the rule).
-func (e *runEnv) drain(ctx context.Context, t target) (*result, error) {
-	group := t.name + "-drain"
+func (e *runEnv) drain(ctx context.Context, t target, round int) (*result, error) {
+	group := fmt.Sprintf("%s-drain-%d", t.name, round)
 	c, url, began, err := e.start(ctx, t, e.topic, group, false)
 	if err != nil {
 		return nil, err
@@ -362,8 +393,8 @@ func (e *runEnv) drain(ctx context.Context, t target) (*result, error) {
 	if n, ok := t.archived(s); ok {
 		r.archivedSpans = n
 	}
-	e.logf("%s: drained after %.1fs: %.2f CPU-s, peak RSS %d MiB, %.0f traces decided, %.0f kept",
-		t.name, r.wall.Seconds(), r.cpu.Seconds(), r.peakRSS>>20, r.decided, r.kept)
+	e.logf("%s: round %d drained after %.1fs: %.2f CPU-s, peak RSS %d MiB, %.0f traces decided, %.0f kept",
+		t.name, round, r.wall.Seconds(), r.cpu.Seconds(), r.peakRSS>>20, r.decided, r.kept)
 	c.stop(30 * time.Second)
 	r.exit, _ = c.rusage()
 	if d := t.archiveDir(e.dir, group); d != "" {
@@ -475,12 +506,34 @@ func dirSize(dir string) (bytes int64, files int, err error) {
 	return bytes, files, err
 }
 
-func printReport(w io.Writer, o options, bl backlog, rs []*result, h *holdResult) {
+func printReport(w io.Writer, o options, bl backlog, rounds [][]*result, h *holdResult) {
+	med := medianRound(rounds)
+	rs := rounds[med]
 	host, _ := os.Hostname()
 	fmt.Fprintf(w, "\nbacklog: %d traces (%d with errors, %d slow), %d spans, %d messages; seed %d, %d partitions, compression %s\n",
 		bl.traces, bl.errors, bl.slow, bl.spans, bl.messages, o.seed, o.partitions, o.compression)
 	fmt.Fprintf(w, "machine: %s, %d CPUs, %s/%s, %s; load average at the end: %s\n\n",
 		host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), loadAvg())
+	mspans := float64(bl.spans) / 1e6
+	if len(rounds) > 1 {
+		fmt.Fprintf(w, "rounds (each sampler drains the backlog once a round, in turn):\n")
+		for i, round := range rounds {
+			line := fmt.Sprintf("  round %d:", i+1)
+			for _, r := range round {
+				line += fmt.Sprintf("  %s %.3f", r.name, r.cpu.Seconds()/mspans)
+			}
+			if len(round) == 2 {
+				line += fmt.Sprintf("  CPU-s per million spans, ratio %.3f", round[0].cpu.Seconds()/round[1].cpu.Seconds())
+			} else {
+				line += " CPU-s per million spans"
+			}
+			if i == med {
+				line += "  (median, below)"
+			}
+			fmt.Fprintln(w, line)
+		}
+		fmt.Fprintln(w)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	header := "drain\t"
 	for _, r := range rs {
@@ -490,7 +543,6 @@ func printReport(w io.Writer, o options, bl backlog, rs []*result, h *holdResult
 		header += rs[0].name + "/" + rs[1].name + "\t"
 	}
 	fmt.Fprintln(tw, header)
-	mspans := float64(bl.spans) / 1e6
 	row := func(label string, f func(*result) float64, format string, ratio bool) {
 		line := label + "\t"
 		var vs []float64

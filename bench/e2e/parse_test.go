@@ -105,3 +105,22 @@ func TestIdleSince(t *testing.T) {
 		t.Fatal("history shorter than the window: want not idle")
 	}
 }
+
+func TestMedianRound(t *testing.T) {
+	pair := func(ts, oc float64) []*result {
+		return []*result{{cpu: time.Duration(ts * float64(time.Second))}, {cpu: time.Duration(oc * float64(time.Second))}}
+	}
+	for _, tc := range []struct {
+		rounds [][]*result
+		want   int
+	}{
+		{[][]*result{pair(4.8, 40), pair(4.5, 50), pair(4.4, 42)}, 2}, // ratios 0.120, 0.090, 0.105
+		{[][]*result{pair(4.8, 40), pair(4.5, 50)}, 1},                // the lower of two
+		{[][]*result{pair(4.8, 40)}, 0},
+		{[][]*result{{{cpu: 3 * time.Second}}, {{cpu: time.Second}}, {{cpu: 2 * time.Second}}}, 2}, // tailsift only
+	} {
+		if got := medianRound(tc.rounds); got != tc.want {
+			t.Errorf("medianRound = %d, want %d", got, tc.want)
+		}
+	}
+}
