@@ -139,11 +139,10 @@ func (b *rowBuilder) appendSpan(dst *rowBatch, raw []byte, sc *scopeRow, trace u
 	attrs := b.attrs[:0]
 	r.events.lo, r.links.lo = uint32(len(dst.events)), uint32(len(dst.links))
 	for m := raw; len(m) > 0; {
-		num, typ, n := consumeTag(m)
+		num, typ, n := otlpwire.ConsumeTag(m)
 		if n < 0 {
 			return malformed("Span", protowire.ParseError(n))
 		}
-		field := m
 		m = m[n:]
 		var err error
 		switch num {
@@ -156,7 +155,7 @@ func (b *rowBuilder) appendSpan(dst *rowBatch, raw []byte, sc *scopeRow, trace u
 				return malformed("Span", fmt.Errorf("field %d has wire type %d", num, typ))
 			}
 			var v []byte
-			if v, n = consumeBytes(m); n < 0 {
+			if v, n = otlpwire.ConsumeBytes(m); n < 0 {
 				break
 			}
 			switch num {
@@ -171,14 +170,11 @@ func (b *rowBuilder) appendSpan(dst *rowBatch, raw []byte, sc *scopeRow, trace u
 			case 5:
 				r.name = dst.add(v)
 			case 9:
-				if key, val, ok := keyValue(v); ok {
+				var key []byte
+				var val otlpwire.Value
+				if key, val, err = otlpwire.DecodeKeyValue(v); err == nil {
 					attrs = b.spanAttr(dst, r, attrs, key, val)
-					break
 				}
-				err = otlpwire.RangeAttrs(field[:len(field)-len(m)+n], 9, func(key []byte, v otlpwire.Value) bool {
-					attrs = b.spanAttr(dst, r, attrs, key, v)
-					return true
-				})
 			case 11:
 				err = b.appendEvent(dst, v)
 			case 13:
@@ -268,54 +264,6 @@ func (b *rowBuilder) spanAttr(dst *rowBatch, r *spanRow, attrs []kv, key []byte,
 		}
 	}
 	return append(attrs, kv{key: dst.add(key), val: dst.addValue(v)})
-}
-
-// consumeTag is protowire.ConsumeTag with a fast path for one-byte tags
-// (fields 1 to 15).
-func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
-	if len(b) > 0 && b[0] >= 1<<3 && b[0] < 0x80 {
-		return protowire.Number(b[0] >> 3), protowire.Type(b[0] & 7), 1
-	}
-	return protowire.ConsumeTag(b)
-}
-
-// consumeBytes is protowire.ConsumeBytes with a fast path for lengths
-// under 128.
-func consumeBytes(b []byte) ([]byte, int) {
-	if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
-		n := 1 + int(b[0])
-		return b[1:n:n], n
-	}
-	return protowire.ConsumeBytes(b)
-}
-
-// keyValue decodes a KeyValue (message KeyValue { string key = 1; AnyValue
-// value = 2; }) in its usual encodings: a key and a value, in either order
-// (pdata writes the value first), each under 128 bytes. ok is false for
-// any other encoding, or a malformed value: otlpwire.RangeAttrs then reads
-// it.
-func keyValue(kv []byte) (key []byte, v otlpwire.Value, ok bool) {
-	if len(kv) < 4 || kv[1] >= 0x80 {
-		return nil, v, false
-	}
-	n := 2 + int(kv[1])
-	if n+2 > len(kv) || kv[n+1] >= 0x80 || n+2+int(kv[n+1]) != len(kv) {
-		return nil, v, false
-	}
-	var val []byte
-	switch {
-	case kv[0] == 1<<3|2 && kv[n] == 2<<3|2:
-		key, val = kv[2:n], kv[n+2:]
-	case kv[0] == 2<<3|2 && kv[n] == 1<<3|2:
-		val, key = kv[2:n], kv[n+2:]
-	default:
-		return nil, v, false
-	}
-	if len(val) >= 2 && val[0] == 1<<3|2 && int(val[1])+2 == len(val) { // string_value, under 128 bytes
-		return key, otlpwire.Value{Type: otlpwire.ValueString, Str: val[2:]}, true
-	}
-	v, err := otlpwire.DecodeValue(val)
-	return key, v, err == nil
 }
 
 func malformed(msg string, err error) error {

@@ -167,7 +167,7 @@ func RangeAttrs(msg []byte, field protowire.Number, fn func(key []byte, v Value)
 			}
 		}
 		msg = msg[n:]
-		key, val, err := decodeKeyValue(kv)
+		key, val, err := DecodeKeyValue(kv)
 		if err != nil {
 			return err
 		}
@@ -192,7 +192,12 @@ func FindAttr(msg []byte, field protowire.Number, key string) (Value, bool) {
 	return out, found
 }
 
-func decodeKeyValue(kv []byte) (key []byte, val Value, err error) {
+// DecodeKeyValue decodes one attribute,
+//
+//	message KeyValue { string key = 1; AnyValue value = 2; }
+//
+// as RangeAttrs does for each element of a repeated KeyValue field.
+func DecodeKeyValue(kv []byte) (key []byte, val Value, err error) {
 	for len(kv) > 0 {
 		num, typ, n := tag1(kv)
 		if n == 0 {

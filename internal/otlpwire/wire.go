@@ -56,6 +56,14 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	return protowire.ConsumeTag(b)
 }
 
+// ConsumeTag is consumeTag, for decoders of OTLP messages outside this
+// package (the archive's).
+func ConsumeTag(b []byte) (protowire.Number, protowire.Type, int) { return consumeTag(b) }
+
+// ConsumeBytes is consumeBytes, for decoders of OTLP messages outside this
+// package.
+func ConsumeBytes(b []byte) ([]byte, int) { return consumeBytes(b) }
+
 // consumeVarint is protowire.ConsumeVarint.
 func consumeVarint(b []byte) (uint64, int) {
 	if len(b) > 0 && b[0] < 0x80 {
