@@ -30,12 +30,14 @@ import (
 type Config struct {
 	NodeID      string        `yaml:"node_id" help:"unique name of this node; names its archive files (default: host name)"`
 	GracePeriod time.Duration `yaml:"grace_period" help:"on SIGTERM, exit within this long"`
-	HTTP        HTTPConfig    `yaml:"http"`
-	Log         LogConfig     `yaml:"log"`
-	Kafka       KafkaConfig   `yaml:"kafka"`
-	Sampler     SamplerConfig `yaml:"sampler"`
-	Archive     ArchiveConfig `yaml:"archive"`
-	Cluster     ClusterConfig `yaml:"cluster"`
+	// HugePageHeapBytes is read by run and demo once, at start.
+	HugePageHeapBytes int64         `yaml:"huge_page_heap_bytes" help:"on Linux with transparent huge pages in madvise mode, the first this many bytes of the heap are backed by 2MiB pages: far fewer page faults as the heap grows, and memory held 2MiB at a time within that range; 0: off"`
+	HTTP              HTTPConfig    `yaml:"http"`
+	Log               LogConfig     `yaml:"log"`
+	Kafka             KafkaConfig   `yaml:"kafka"`
+	Sampler           SamplerConfig `yaml:"sampler"`
+	Archive           ArchiveConfig `yaml:"archive"`
+	Cluster           ClusterConfig `yaml:"cluster"`
 
 	// Policies, HeadSampling and Budget are the sampling policy document,
 	// handed as they are to the sampler's parser.
@@ -141,10 +143,11 @@ type S3Config struct {
 func defaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		NodeID:      host,
-		GracePeriod: 30 * time.Second,
-		HTTP:        HTTPConfig{Addr: "127.0.0.1:8080"},
-		Log:         LogConfig{Level: "info", Format: "text", ProgressInterval: 30 * time.Second},
+		NodeID:            host,
+		GracePeriod:       30 * time.Second,
+		HugePageHeapBytes: 512 << 20,
+		HTTP:              HTTPConfig{Addr: "127.0.0.1:8080"},
+		Log:               LogConfig{Level: "info", Format: "text", ProgressInterval: 30 * time.Second},
 		Kafka: KafkaConfig{
 			Brokers:             []string{"127.0.0.1:9092"},
 			Topic:               "otlp_spans",

@@ -56,7 +56,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Archive.URL = "file://" + absDir
 	cfg.Sampler.QuietPeriod = time.Second
 	cfg.Sampler.MaxWait = 10 * time.Second
-	n, err := newNode(cfg, stderr)
+	n, err := newNodeProcess(cfg, stderr)
 	if err != nil {
 		return err
 	}

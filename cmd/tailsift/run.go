@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tailsift/tailsift/archive"
 	"github.com/tailsift/tailsift/cluster"
+	"github.com/tailsift/tailsift/internal/hugepage"
 	"github.com/tailsift/tailsift/internal/logthrottle"
 	"github.com/tailsift/tailsift/router"
 	"github.com/tailsift/tailsift/sampler"
@@ -36,7 +37,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	n, err := newNode(cfg, stderr)
+	n, err := newNodeProcess(cfg, stderr)
 	if err != nil {
 		return err
 	}
@@ -45,6 +46,27 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer stop()
 	}
 	return n.run(ctx)
+}
+
+// newNodeProcess builds the node of this process (run, demo): the heap is
+// first given huge pages, while it is still small (see package hugepage).
+func newNodeProcess(cfg Config, logOut io.Writer) (*node, error) {
+	var marked int64
+	var hpErr error
+	if cfg.HugePageHeapBytes > 0 {
+		marked, hpErr = hugepage.BackHeap(cfg.HugePageHeapBytes)
+	}
+	n, err := newNode(cfg, logOut)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case marked > 0:
+		n.log.Info("heap backed by huge pages", "bytes", marked)
+	case hpErr != nil:
+		n.log.Info("heap not backed by huge pages", "reason", hpErr)
+	}
+	return n, nil
 }
 
 // parseRunArgs parses run's command line and builds the configuration from
@@ -182,6 +204,9 @@ func validateConfig(cfg Config) (*parts, error) {
 	}
 	if cfg.GracePeriod <= 0 {
 		errs = append(errs, fmt.Errorf("grace_period: must be positive, got %v", cfg.GracePeriod))
+	}
+	if cfg.HugePageHeapBytes < 0 {
+		errs = append(errs, fmt.Errorf("huge_page_heap_bytes: must be 0 (off) or positive, got %d", cfg.HugePageHeapBytes))
 	}
 	if _, err := readClusterKey(cfg.Cluster.SecretKeyFile); err != nil {
 		errs = append(errs, err)
