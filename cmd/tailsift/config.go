@@ -30,14 +30,13 @@ import (
 type Config struct {
 	NodeID      string        `yaml:"node_id" help:"unique name of this node; names its archive files (default: host name)"`
 	GracePeriod time.Duration `yaml:"grace_period" help:"on SIGTERM, exit within this long"`
-	// HugePageHeapBytes is read by run and demo once, at start.
-	HugePageHeapBytes int64         `yaml:"huge_page_heap_bytes" help:"on Linux with transparent huge pages in madvise mode, the first this many bytes of the heap are backed by 2MiB pages: far fewer page faults as the heap grows, and memory held 2MiB at a time within that range; 0: off"`
-	HTTP              HTTPConfig    `yaml:"http"`
-	Log               LogConfig     `yaml:"log"`
-	Kafka             KafkaConfig   `yaml:"kafka"`
-	Sampler           SamplerConfig `yaml:"sampler"`
-	Archive           ArchiveConfig `yaml:"archive"`
-	Cluster           ClusterConfig `yaml:"cluster"`
+	HTTP        HTTPConfig    `yaml:"http"`
+	Log         LogConfig     `yaml:"log"`
+	Kafka       KafkaConfig   `yaml:"kafka"`
+	Sampler     SamplerConfig `yaml:"sampler"`
+	Archive     ArchiveConfig `yaml:"archive"`
+	Cluster     ClusterConfig `yaml:"cluster"`
+	Runtime     RuntimeConfig `yaml:"runtime"`
 
 	// Policies, HeadSampling and Budget are the sampling policy document,
 	// handed as they are to the sampler's parser.
@@ -47,6 +46,13 @@ type Config struct {
 }
 
 // HTTPConfig configures the HTTP endpoints.
+// RuntimeConfig tunes the Go runtime of a node process (run, demo), at
+// start; see packages hugepage and gctune for why.
+type RuntimeConfig struct {
+	HugePageHeapBytes int64 `yaml:"huge_page_heap_bytes" help:"on Linux with transparent huge pages in madvise mode, the first this many bytes of the heap are backed by 2MiB pages: far fewer page faults as the heap grows, and memory held 2MiB at a time within that range; 0: off"`
+	GCMinHeapBytes    int64 `yaml:"gc_min_heap_bytes" help:"the garbage collector lets the heap reach this size before collecting, however little of it is live (Kafka fetch buffers are most of the garbage); once half of it is live, GOGC applies as usual; 0: off"`
+}
+
 type HTTPConfig struct {
 	Addr  string `yaml:"addr" help:"serves /metrics, /healthz and /readyz; empty: off"`
 	PProf bool   `yaml:"pprof" help:"also serve Go's profiler at /debug/pprof/ (keep the address private)"`
@@ -143,11 +149,10 @@ type S3Config struct {
 func defaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		NodeID:            host,
-		GracePeriod:       30 * time.Second,
-		HugePageHeapBytes: 512 << 20,
-		HTTP:              HTTPConfig{Addr: "127.0.0.1:8080"},
-		Log:               LogConfig{Level: "info", Format: "text", ProgressInterval: 30 * time.Second},
+		NodeID:      host,
+		GracePeriod: 30 * time.Second,
+		HTTP:        HTTPConfig{Addr: "127.0.0.1:8080"},
+		Log:         LogConfig{Level: "info", Format: "text", ProgressInterval: 30 * time.Second},
 		Kafka: KafkaConfig{
 			Brokers:             []string{"127.0.0.1:9092"},
 			Topic:               "otlp_spans",
@@ -167,6 +172,7 @@ func defaultConfig() Config {
 			MaxBufferedBytes:  1 << 30,
 			DecisionCacheSize: 1_000_000,
 		},
+		Runtime: RuntimeConfig{HugePageHeapBytes: 512 << 20, GCMinHeapBytes: 96 << 20},
 		Archive: ArchiveConfig{URL: "file://./tailsift-data", RollBytes: 256 << 20, RollAge: 5 * time.Minute, SpoolMaxBytes: 10 << 30},
 	}
 }

@@ -56,10 +56,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Archive.URL = "file://" + absDir
 	cfg.Sampler.QuietPeriod = time.Second
 	cfg.Sampler.MaxWait = 10 * time.Second
-	n, err := newNodeProcess(cfg, stderr)
+	n, done, err := newNodeProcess(cfg, stderr)
 	if err != nil {
 		return err
 	}
+	defer done()
 	nodeCtx, stopNode := context.WithCancel(ctx)
 	defer stopNode()
 	nodeDone := make(chan error, 1)

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/tailsift/tailsift/archive"
 	"github.com/tailsift/tailsift/cluster"
+	"github.com/tailsift/tailsift/internal/gctune"
 	"github.com/tailsift/tailsift/internal/hugepage"
 	"github.com/tailsift/tailsift/internal/logthrottle"
 	"github.com/tailsift/tailsift/router"
@@ -37,10 +38,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	n, err := newNodeProcess(cfg, stderr)
+	n, done, err := newNodeProcess(cfg, stderr)
 	if err != nil {
 		return err
 	}
+	defer done()
 	if *configFile != "" {
 		stop := n.watchPolicy(ctx, *configFile, func() (Config, error) { return loadConfig(fs, *configFile, os.Getenv) })
 		defer stop()
@@ -48,17 +50,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return n.run(ctx)
 }
 
-// newNodeProcess builds the node of this process (run, demo): the heap is
-// first given huge pages, while it is still small (see package hugepage).
-func newNodeProcess(cfg Config, logOut io.Writer) (*node, error) {
+// newNodeProcess builds the node of this process (run, demo) and tunes the
+// Go runtime for it (runtime.*): the heap is first given huge pages, while
+// it is still small (package hugepage), and the collector a floor under its
+// heap goal (package gctune). done restores the collector's setting.
+func newNodeProcess(cfg Config, logOut io.Writer) (n *node, done func(), err error) {
 	var marked int64
 	var hpErr error
-	if cfg.HugePageHeapBytes > 0 {
-		marked, hpErr = hugepage.BackHeap(cfg.HugePageHeapBytes)
+	if cfg.Runtime.HugePageHeapBytes > 0 {
+		marked, hpErr = hugepage.BackHeap(cfg.Runtime.HugePageHeapBytes)
 	}
-	n, err := newNode(cfg, logOut)
-	if err != nil {
-		return nil, err
+	if n, err = newNode(cfg, logOut); err != nil {
+		return nil, nil, err
 	}
 	switch {
 	case marked > 0:
@@ -66,7 +69,7 @@ func newNodeProcess(cfg Config, logOut io.Writer) (*node, error) {
 	case hpErr != nil:
 		n.log.Info("heap not backed by huge pages", "reason", hpErr)
 	}
-	return n, nil
+	return n, gctune.MinHeap(uint64(cfg.Runtime.GCMinHeapBytes)), nil
 }
 
 // parseRunArgs parses run's command line and builds the configuration from
@@ -205,8 +208,11 @@ func validateConfig(cfg Config) (*parts, error) {
 	if cfg.GracePeriod <= 0 {
 		errs = append(errs, fmt.Errorf("grace_period: must be positive, got %v", cfg.GracePeriod))
 	}
-	if cfg.HugePageHeapBytes < 0 {
-		errs = append(errs, fmt.Errorf("huge_page_heap_bytes: must be 0 (off) or positive, got %d", cfg.HugePageHeapBytes))
+	if cfg.Runtime.HugePageHeapBytes < 0 {
+		errs = append(errs, fmt.Errorf("runtime.huge_page_heap_bytes: must be 0 (off) or positive, got %d", cfg.Runtime.HugePageHeapBytes))
+	}
+	if cfg.Runtime.GCMinHeapBytes < 0 {
+		errs = append(errs, fmt.Errorf("runtime.gc_min_heap_bytes: must be 0 (off) or positive, got %d", cfg.Runtime.GCMinHeapBytes))
 	}
 	if _, err := readClusterKey(cfg.Cluster.SecretKeyFile); err != nil {
 		errs = append(errs, err)
