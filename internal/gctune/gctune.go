@@ -63,17 +63,27 @@ type sentinel struct {
 	_ [8]byte
 }
 
+// active is the running tuner, if any: GOGC is the process's, so one
+// tuner owns it at a time.
+var active struct {
+	sync.Mutex
+	t *tuner
+}
+
 // MinHeap keeps the heap goal at floor bytes or more, as the package
 // comment describes, until stop is called, which restores GOGC. It does
-// nothing (stop is a no-op) if floor is 0 or the collector is off
-// (GOGC=off).
+// nothing (stop is a no-op) if floor is 0, the collector is off
+// (GOGC=off), or another MinHeap is running.
 func MinHeap(floor uint64) (stop func()) {
+	active.Lock()
+	defer active.Unlock()
 	base := debug.SetGCPercent(100)
 	debug.SetGCPercent(base)
-	if floor == 0 || base < 0 {
+	if floor == 0 || base < 0 || active.t != nil {
 		return func() {}
 	}
 	t := &tuner{floor: floor, base: base, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	active.t = t
 	t.tune()
 	t.arm()
 	return t.stop
@@ -110,10 +120,13 @@ func (t *tuner) tuneLocked() {
 }
 
 func (t *tuner) stop() {
+	active.Lock()
+	defer active.Unlock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.stopped {
 		t.stopped = true
 		debug.SetGCPercent(t.base)
+		active.t = nil
 	}
 }

@@ -95,6 +95,28 @@ func gogc() int {
 	return p
 }
 
+// TestMinHeapOneAtATime: a second tuner would take the first one's raised
+// GOGC for the configured value and restore it on stop.
+func TestMinHeapOneAtATime(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(old)
+	stop := MinHeap(64 << 20)
+	waitCycles(t, 2)
+	second := MinHeap(64 << 20) // reads the raised GOGC
+	stop()
+	second()
+	if got := gogc(); got != 100 {
+		t.Fatalf("GOGC after both stopped = %d, want 100", got)
+	}
+	again := MinHeap(64 << 20) // the first stopped: this one runs
+	waitCycles(t, 2)
+	raised := gogc()
+	again()
+	if raised <= 100 {
+		t.Fatalf("GOGC under a tuner started after the first stopped = %d, want it raised", raised)
+	}
+}
+
 func TestMinHeapOffWithGCOff(t *testing.T) {
 	old := debug.SetGCPercent(-1)
 	defer debug.SetGCPercent(old)
