@@ -411,10 +411,8 @@ func (w *Writer) flushRowGroup(f *openFile) error {
 			return err
 		}
 	case f.rows.len() > 0:
-		f.rows.sortRows()
-		if err := f.rows.writeTo(f.w); err != nil {
-			w.m.errors.WithLabelValues("write").Inc()
-			return fmt.Errorf("archive: writing %s: %w", f.tmp, err)
+		if err := w.writeRows(f, f.rows); err != nil {
+			return err
 		}
 		f.size += f.rows.size
 		f.rows.reset()
@@ -422,6 +420,17 @@ func (w *Writer) flushRowGroup(f *openFile) error {
 		return nil
 	}
 	if err := f.w.Flush(); err != nil {
+		w.m.errors.WithLabelValues("write").Inc()
+		return fmt.Errorf("archive: writing %s: %w", f.tmp, err)
+	}
+	return nil
+}
+
+// writeRows sorts rows by trace and start time and writes them into f's
+// current row group.
+func (w *Writer) writeRows(f *openFile, rows *rowBatch) error {
+	rows.sortRows()
+	if err := rows.writeTo(f.w); err != nil {
 		w.m.errors.WithLabelValues("write").Inc()
 		return fmt.Errorf("archive: writing %s: %w", f.tmp, err)
 	}
@@ -459,10 +468,8 @@ func (w *Writer) writeHeld(f *openFile) error {
 			}
 			j++
 		}
-		rows.sortRows()
-		if err := rows.writeTo(f.w); err != nil {
-			w.m.errors.WithLabelValues("write").Inc()
-			return fmt.Errorf("archive: writing %s: %w", f.tmp, err)
+		if err := w.writeRows(f, rows); err != nil {
+			return err
 		}
 		size += rows.size
 		rows.reset()

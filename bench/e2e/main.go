@@ -212,8 +212,8 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 // an even number, the lower of the middle two.
 func medianRound(rounds [][]*result) int {
 	key := func(rs []*result) float64 {
-		if len(rs) == 2 && rs[1].cpu > 0 {
-			return rs[0].cpu.Seconds() / rs[1].cpu.Seconds()
+		if r, ok := cpuRatio(rs); ok {
+			return r
 		}
 		return rs[0].cpu.Seconds()
 	}
@@ -223,6 +223,14 @@ func medianRound(rounds [][]*result) int {
 	}
 	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(key(rounds[a]), key(rounds[b])) })
 	return idx[(len(idx)-1)/2]
+}
+
+// cpuRatio is tailsift's CPU over the Collector's in a round of both.
+func cpuRatio(round []*result) (float64, bool) {
+	if len(round) != 2 || round[1].cpu <= 0 {
+		return 0, false
+	}
+	return round[0].cpu.Seconds() / round[1].cpu.Seconds(), true
 }
 
 // buildOtelcol runs otelcol.sh, which prints the binary's path last.
@@ -522,8 +530,8 @@ func printReport(w io.Writer, o options, bl backlog, rounds [][]*result, h *hold
 			for _, r := range round {
 				line += fmt.Sprintf("  %s %.3f", r.name, r.cpu.Seconds()/mspans)
 			}
-			if len(round) == 2 {
-				line += fmt.Sprintf("  CPU-s per million spans, ratio %.3f", round[0].cpu.Seconds()/round[1].cpu.Seconds())
+			if r, ok := cpuRatio(round); ok {
+				line += fmt.Sprintf("  CPU-s per million spans, ratio %.3f", r)
 			} else {
 				line += " CPU-s per million spans"
 			}

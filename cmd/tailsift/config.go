@@ -45,13 +45,13 @@ type Config struct {
 	Budget       yaml.Node `yaml:"budget"`
 }
 
-// HTTPConfig configures the HTTP endpoints.
 // RuntimeConfig tunes the Go runtime of a node process (run, demo), at
 // start; see package gctune for why.
 type RuntimeConfig struct {
 	GCMinHeapBytes int64 `yaml:"gc_min_heap_bytes" help:"the garbage collector lets the heap reach this size before collecting, however little of it is live (Kafka fetch buffers are most of the garbage); once half of it is live, GOGC applies as usual; 0: off"`
 }
 
+// HTTPConfig configures the HTTP endpoints.
 type HTTPConfig struct {
 	Addr  string `yaml:"addr" help:"serves /metrics, /healthz and /readyz; empty: off"`
 	PProf bool   `yaml:"pprof" help:"also serve Go's profiler at /debug/pprof/ (keep the address private)"`
