@@ -53,15 +53,21 @@ type traceRef struct{ i, gen uint32 }
 // tableMinSlots is the index's smallest size, a power of two.
 const tableMinSlots = 1 << 10
 
-// hash mixes both halves of the ID, each with a seed of its own, in one
-// 64×64→128-bit multiply folded to 64 bits. IDs are random in practice, but
-// some tracers fill only one half, and trace IDs come from clients: with
-// seeds a sender does not know, it cannot choose IDs that share a probe
-// sequence and turn every lookup into a scan, as a Go map's seed prevents.
+// hash mixes both halves of the ID, each with a seed of its own, in a
+// 64×64→128-bit multiply folded to 64 bits, then mixes the result again the
+// same way with a fixed odd constant. IDs are random in practice, but some
+// tracers fill only one half, and trace IDs come from clients: with seeds a
+// sender does not know, it cannot choose IDs that share a probe sequence and
+// turn every lookup into a scan, as a Go map's seed prevents. The second
+// multiply is for patterned IDs: after the first alone, sequential IDs in
+// one half differ only in a few bits of the product for some seeds (about
+// one in a few hundred), and clustered in the index (entries a mean of 1 to
+// 38 slots from home, against 0.3).
 func (t *traceTable) hash(id *TraceID) uint64 {
 	lo := binary.LittleEndian.Uint64(id[:8])
 	hi := binary.LittleEndian.Uint64(id[8:])
 	h, l := bits.Mul64(lo^t.seed[0], hi^t.seed[1])
+	h, l = bits.Mul64(h^l, 0x9e3779b97f4a7c15)
 	return h ^ l
 }
 

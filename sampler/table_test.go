@@ -145,7 +145,11 @@ func TestQuietHeapOrder(t *testing.T) {
 
 // TestTraceTableSpreadsPatternedIDs checks that IDs with a pattern (one half
 // zero, sequential, strided) find their entries about as soon as random IDs
-// do: the mean distance of an entry from its home slot stays small.
+// do, whatever the seeds: the mean distance of an entry from its home slot
+// stays near what linear probing gives random hashes at the table's load
+// (about 0.3 at 50,000 entries in 131,072 slots). One multiply alone left a
+// seed in a few hundred at a mean distance of 1 to 38 for sequential IDs;
+// the seeds here are fixed, so that a failure repeats.
 func TestTraceTableSpreadsPatternedIDs(t *testing.T) {
 	patterns := map[string]func(i uint64) (id TraceID){
 		"random": func(i uint64) (id TraceID) {
@@ -162,21 +166,27 @@ func TestTraceTableSpreadsPatternedIDs(t *testing.T) {
 			return id
 		},
 	}
-	for name, gen := range patterns {
-		var tab traceTable
-		for i := range uint64(50_000) {
-			id := gen(i)
-			tab.insert(&id)
-		}
-		mask := len(tab.index) - 1
-		total := 0
-		for s, e := range tab.index {
-			if e != 0 {
-				total += (s - int(e>>tab.shift)) & mask
+	seeds := rand.New(rand.NewPCG(1, 2))
+	for round := range 12 {
+		seed := [2]uint64{seeds.Uint64(), seeds.Uint64()}
+		for name, gen := range patterns {
+			var tab traceTable
+			tab.grow() // makes the index, then the seed is ours
+			tab.seed = seed
+			for i := range uint64(50_000) {
+				id := gen(i)
+				tab.insert(&id)
 			}
-		}
-		if mean := float64(total) / float64(tab.len()); mean > 1.5 {
-			t.Errorf("%s: mean distance from home slot %.2f, want at most 1.5", name, mean)
+			mask := len(tab.index) - 1
+			total := 0
+			for s, e := range tab.index {
+				if e != 0 {
+					total += (s - int(e>>tab.shift)) & mask
+				}
+			}
+			if mean := float64(total) / float64(tab.len()); mean > 0.5 {
+				t.Errorf("%s, seeds %d (%#x): mean distance from home slot %.2f, want at most 0.5", name, round, seed, mean)
+			}
 		}
 	}
 }
