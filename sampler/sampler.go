@@ -395,9 +395,7 @@ func (sh *shard) loop(ctx context.Context, clock Clock) {
 			floor = input.Now()
 		}
 		for i := range batch {
-			if addAhead > 1 && i%addAhead == 0 {
-				sh.readAhead(batch[i:min(i+addAhead, len(batch))])
-			}
+			sh.readAhead(batch, i)
 			at := now
 			if src := batch[i].Span.Src; input != nil && src != nil && src.TS != 0 {
 				at = time.Unix(0, max(src.TS, floor.UnixNano()))

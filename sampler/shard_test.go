@@ -363,9 +363,7 @@ func BenchmarkShardAddInterleaved(b *testing.B) {
 	round := func(sh *shard) {
 		for range spansPer {
 			for i := range its { // as the shard loop adds a batch
-				if addAhead > 1 && i%addAhead == 0 {
-					sh.readAhead(its[i:min(i+addAhead, len(its))])
-				}
+				sh.readAhead(its, i)
 				sh.add(ctx, &its[i], now)
 			}
 		}

@@ -160,18 +160,28 @@ func (sh *shard) loadSpans(bs []*buffered) {
 // them. A variable for the benchmark that compares it with none.
 var addAhead = 16
 
-// readAhead loads what adding items will read first: each span's slot in
-// the trace table's index, its trace's entry, and that trace's last span
-// record, which add links the new span to; for a span of no buffered trace,
-// its slot in the dropped decisions. Adding spans one at a time, each of
-// those is a wait on memory that cannot start until the span before is
-// added (a draining node buffers a million spans of a hundred thousand
-// traces, far beyond any cache); read ahead for several spans of different
-// traces, they are independent loads that the processor overlaps.
-func (sh *shard) readAhead(items []Item) {
+// readAhead is called before adding batch[i], for each i in turn. At every
+// addAhead-th span it loads what adding that span and the next ones will
+// read first: each span's slot in the trace table's index, its trace's
+// entry, and that trace's last span record, which add links the new span
+// to; for a span of no buffered trace, its slot in the dropped decisions.
+// Adding spans one at a time, each of those is a wait on memory that cannot
+// start until the span before is added (a draining node buffers a million
+// spans of a hundred thousand traces, far beyond any cache); read ahead for
+// several spans of different traces, they are independent loads that the
+// processor overlaps. readAhead is small enough to inline, so the spans in
+// between cost no call.
+func (sh *shard) readAhead(batch []Item, i int) {
+	if addAhead > 1 && i%addAhead == 0 {
+		sh.loadAhead(batch[i:min(i+addAhead, len(batch))])
+	}
+}
+
+// loadAhead does readAhead's loads for items.
+func (sh *shard) loadAhead(items []Item) {
 	var sum uint64
-	for i := range items {
-		id := &items[i].TraceID
+	for j := range items {
+		id := &items[j].TraceID
 		if b := sh.traces.first(id); b != nil {
 			if b.tail != 0 {
 				sum += uint64(sh.arena.at(b.tail)[0])
