@@ -199,7 +199,7 @@ func TestClusterKeepsTracesWhole(t *testing.T) {
 // record's spans on their own; when the spans other partitions forwarded
 // to the dead node were already acknowledged (and committed there), the
 // trace gets a piece decided beside its whole decision. How many depends
-// on where the kill falls between commits (1 to 16% of kept traces in
+// on where the kill falls between commits (none to 16% of kept traces in
 // runs of this test), so the test asserts what must hold whatever the
 // timing: no trace archived only in pieces.
 func TestClusterSurvivesKill(t *testing.T) {
