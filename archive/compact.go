@@ -248,8 +248,8 @@ func mergeFiles(ctx context.Context, st Store, inputs []Object, dir string, targ
 	w.dir = dir
 	var outputs []string
 	var cur *openFile
-	var lastTrace string
-	seen := map[string]bool{} // span IDs of the current trace
+	var trace []Row // rows of the current trace, in merge order
+	var dedup traceDedup
 	finish := func() error {
 		if cur == nil {
 			return nil
@@ -263,40 +263,52 @@ func mergeFiles(ctx context.Context, st Store, inputs []Object, dir string, targ
 		cur = nil
 		return nil
 	}
+	// flushTrace writes the current trace's rows, each span once. Files
+	// roll only between traces: a trace stays in one file.
+	flushTrace := func() error {
+		if len(trace) == 0 {
+			return nil
+		}
+		if cur != nil && cur.size+cur.rows.size >= target {
+			if err := finish(); err != nil {
+				return err
+			}
+		}
+		keep := dedup.pick(trace)
+		for i := range trace {
+			if !keep[i] {
+				res.Duplicates++
+				continue
+			}
+			if cur == nil {
+				var err error
+				if cur, err = w.openIn(dir, ""); err != nil {
+					return err
+				}
+			}
+			cur.rows.appendRow(&trace[i])
+			res.Rows++
+			if cur.rows.full(w.cfg.RowGroupBytes) {
+				if err := w.flushRowGroup(cur); err != nil {
+					return err
+				}
+			}
+		}
+		clear(trace)
+		trace = trace[:0]
+		return nil
+	}
 	for h.Len() > 0 {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		c := h[0]
-		row := *c.head()
-		if row.TraceID != lastTrace {
-			// Roll only between traces: a trace stays in one file.
-			if cur != nil && cur.size+cur.rows.size >= target {
-				if err := finish(); err != nil {
-					return nil, err
-				}
-			}
-			lastTrace = row.TraceID
-			clear(seen)
-		}
-		if seen[row.SpanID] {
-			res.Duplicates++
-		} else {
-			seen[row.SpanID] = true
-			if cur == nil {
-				var err error
-				if cur, err = w.openIn(dir, ""); err != nil {
-					return nil, err
-				}
-			}
-			cur.rows.appendRow(&row)
-			res.Rows++
-			if cur.rows.full(w.cfg.RowGroupBytes) {
-				if err := w.flushRowGroup(cur); err != nil {
-					return nil, err
-				}
+		if len(trace) > 0 && c.head().TraceID != trace[0].TraceID {
+			if err := flushTrace(); err != nil {
+				return nil, err
 			}
 		}
+		trace = append(trace, *c.head())
 		if err := c.next(); err != nil {
 			return nil, err
 		}
@@ -306,5 +318,88 @@ func mergeFiles(ctx context.Context, st Store, inputs []Object, dir string, targ
 			heap.Fix(&h, 0)
 		}
 	}
+	if err := flushTrace(); err != nil {
+		return nil, err
+	}
 	return outputs, finish()
+}
+
+// traceDedup chooses which of a trace's rows compaction keeps: one per
+// span ID. A span archived twice was usually decided twice, whole both
+// times (a record read again after a rebalance or a crash); but after a
+// crash the second decision can be on a piece of the trace, with the
+// piece's own trace columns (trace_span_count, trace_duration_ns,
+// keep_reason, ...). Of the copies of a span, the row of the decision
+// that covered the most spans of the trace is kept (the earliest such
+// decision on a tie), so that a trace's rows agree on its trace columns
+// whenever one decision saw the whole trace.
+type traceDedup struct {
+	keep  []bool
+	first map[string]int            // span ID -> index of the row kept
+	spans map[int64]map[string]bool // decided_at -> span IDs of that decision
+}
+
+// pick returns, for each row of one trace in order, whether to keep it.
+// The slice is reused by the next call.
+func (d *traceDedup) pick(rows []Row) []bool {
+	if cap(d.keep) < len(rows) {
+		d.keep = make([]bool, len(rows))
+	}
+	d.keep = d.keep[:len(rows)]
+	clear(d.keep)
+	if d.first == nil {
+		d.first = map[string]int{}
+	}
+	clear(d.first)
+	dup := false
+	for i := range rows {
+		if _, ok := d.first[rows[i].SpanID]; ok {
+			dup = true
+			continue
+		}
+		d.first[rows[i].SpanID] = i
+		d.keep[i] = true
+	}
+	if !dup {
+		return d.keep
+	}
+	// Duplicates: count each decision's distinct spans, take the best.
+	if d.spans == nil {
+		d.spans = map[int64]map[string]bool{}
+	}
+	clear(d.spans)
+	for i := range rows {
+		m := d.spans[rows[i].DecidedAt]
+		if m == nil {
+			m = map[string]bool{}
+			d.spans[rows[i].DecidedAt] = m
+		}
+		m[rows[i].SpanID] = true
+	}
+	bestAt, bestSpans := int64(0), -1
+	for at, m := range d.spans {
+		if len(m) > bestSpans || len(m) == bestSpans && at < bestAt {
+			bestAt, bestSpans = at, len(m)
+		}
+	}
+	// Keep the best decision's first row of each span it has, else the
+	// span's first row.
+	clear(d.first)
+	for i := range rows {
+		d.keep[i] = false
+		if rows[i].DecidedAt == bestAt {
+			if _, ok := d.first[rows[i].SpanID]; !ok {
+				d.first[rows[i].SpanID] = i
+			}
+		}
+	}
+	for i := range rows {
+		if _, ok := d.first[rows[i].SpanID]; !ok {
+			d.first[rows[i].SpanID] = i
+		}
+	}
+	for _, i := range d.first {
+		d.keep[i] = true
+	}
+	return d.keep
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,6 @@ func TestCompactMergesAndDeduplicates(t *testing.T) {
 	r := rand.New(rand.NewPCG(8, 9))
 	first := randomKept(t, r, 300, start, &src)
 	for run := 0; run < 3; run++ {
-		in, done := startWriter(t, Config{URL: "file://" + dir, RollBytes: 1 << 20, RowGroupBytes: 64 << 10}, nil)
 		batch := randomKept(t, r, 300, start, &src)
 		if run == 1 {
 			batch = append(batch, randomKept(t, rand.New(rand.NewPCG(8, 9)), 300, start, &src)...) // same IDs as first
@@ -29,13 +29,7 @@ func TestCompactMergesAndDeduplicates(t *testing.T) {
 		if run == 0 {
 			batch = first
 		}
-		for _, k := range batch {
-			in <- k
-		}
-		close(in)
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		archiveKept(t, Config{URL: "file://" + dir, RollBytes: 1 << 20, RowGroupBytes: 64 << 10}, batch)
 	}
 	ctx := context.Background()
 	st, _ := OpenStore(ctx, "file://"+dir, S3Config{})
@@ -86,5 +80,80 @@ func TestCompactMergesAndDeduplicates(t *testing.T) {
 	found, _, err := FindTrace(ctx, st, id, nil)
 	if err != nil || len(found) != 4 {
 		t.Fatalf("lookup after compaction: %d rows, %v", len(found), err)
+	}
+}
+
+// TestCompactKeepsTheWholeDecision archives each trace twice, as a crash
+// can: whole, and a piece of it decided on its own with the piece's trace
+// columns. After compaction each span is there once, from the decision
+// that saw the whole trace, whichever was decided first.
+func TestCompactKeepsTheWholeDecision(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2026, 2, 3, 4, 10, 0, 0, time.UTC)
+	var src sampler.Pending
+	wholes := randomKept(t, rand.New(rand.NewPCG(5, 6)), 200, start, &src)
+	var pieces []*sampler.Kept
+	for i, k := range wholes {
+		k.Reason, k.DecidedAt = "error", start.Add(time.Minute)
+		p := *k
+		p.Spans = slices.Clone(k.Spans[1:3])
+		src.Add(len(p.Spans))
+		p.SpanCount, p.Reason, p.DurationNs, p.HasError = len(p.Spans), "probabilistic/5%", 1e6, false
+		p.DecidedAt = start.Add(2 * time.Minute)
+		if i%2 == 0 { // the piece decided first
+			p.DecidedAt = start.Add(30 * time.Second)
+		}
+		pieces = append(pieces, &p)
+	}
+	for _, batch := range [][]*sampler.Kept{pieces[:100], wholes, pieces[100:]} {
+		archiveKept(t, Config{URL: "file://" + dir, RollBytes: 1 << 20, RowGroupBytes: 64 << 10}, batch)
+	}
+	ctx := context.Background()
+	st, _ := OpenStore(ctx, "file://"+dir, S3Config{})
+	parts, _ := Partitions(ctx, st)
+	if len(parts) != 1 {
+		t.Fatalf("partitions %v", parts)
+	}
+	res, err := Compact(ctx, st, parts[0], 0, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Duplicates != 400 || res.Rows != 800 {
+		t.Fatalf("compaction: %+v, want 800 rows kept and 400 duplicates dropped", res)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "dt=*", "hour=*", "*.parquet"))
+	rows, err := parquet.ReadFile[Row](files[0])
+	if err != nil || len(files) != 1 {
+		t.Fatalf("%d files, %v", len(files), err)
+	}
+	perTrace := map[string]int{}
+	for _, row := range rows {
+		perTrace[row.TraceID]++
+		if row.KeepReason != "error" || row.TraceSpanCount != 4 || row.DecidedAt != start.Add(time.Minute).UnixMicro() {
+			t.Fatalf("trace %s span %s kept from the piece's decision: reason %q, span count %d, decided %d",
+				row.TraceID, row.SpanID, row.KeepReason, row.TraceSpanCount, row.DecidedAt)
+		}
+	}
+	if len(perTrace) != 200 {
+		t.Fatalf("%d traces after compaction, want 200", len(perTrace))
+	}
+	for id, n := range perTrace {
+		if n != 4 {
+			t.Fatalf("trace %s has %d rows, want 4", id, n)
+		}
+	}
+}
+
+// archiveKept runs a Writer with cfg over batch until it has closed its
+// files.
+func archiveKept(t *testing.T, cfg Config, batch []*sampler.Kept) {
+	t.Helper()
+	in, done := startWriter(t, cfg, nil)
+	for _, k := range batch {
+		in <- k
+	}
+	close(in)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

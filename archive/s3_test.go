@@ -165,16 +165,9 @@ func TestS3StoreTools(t *testing.T) {
 	var src sampler.Pending
 	var kept []*sampler.Kept
 	for run := 0; run < 2; run++ {
-		in, done := startWriter(t, Config{URL: srv.URL("spans"), SpoolDir: t.TempDir(), S3: cfg}, nil)
 		batch := randomKept(t, r, 200, start, &src)
 		kept = append(kept, batch...)
-		for _, k := range batch {
-			in <- k
-		}
-		close(in)
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		archiveKept(t, Config{URL: srv.URL("spans"), SpoolDir: t.TempDir(), S3: cfg}, batch)
 	}
 	ctx := context.Background()
 	st, err := OpenStore(ctx, srv.URL("spans"), cfg)
