@@ -347,7 +347,9 @@ func (d *traceDedup) pick(rows []Row) []bool {
 	}
 	d.keep = d.keep[:len(rows)]
 	clear(d.keep)
-	if d.first == nil {
+	// clear costs a map's capacity, not its length: a map that held a
+	// large trace is dropped, or every later trace would pay for it.
+	if d.first == nil || len(d.first) > 1024 {
 		d.first = map[string]int{}
 	}
 	clear(d.first)
