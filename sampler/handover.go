@@ -105,7 +105,7 @@ func (sh *shard) adopt(ctx context.Context, d *KeptDecision) {
 	sh.traces.remove(b)
 	sh.release(b)
 	spans := sh.spansOf(b, make([]Span, 0, b.n))
-	ownSpans(spans)
+	ownSpans(spans, &d.ID)
 	sh.dropSpans(b)
 	sh.s.m.lateSpans.WithLabelValues("keep").Add(float64(len(spans)))
 	k := dd.kept()

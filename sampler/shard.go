@@ -198,7 +198,7 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 	}
 	sp := &it.Span
 	b.observe(sp, at)
-	b.tail = sh.store(sp, b.tail)
+	b.tail = sh.store(sp, &it.TraceID, b.tail)
 	if b.head == 0 {
 		b.head = b.tail
 	}
@@ -345,7 +345,7 @@ func (sh *shard) setAside(b *buffered) {
 	sh.traces.remove(b) // skipped by byAge and the quiet heap from now on
 	sh.release(b)
 	spans := sh.spansOf(b, make([]Span, 0, b.n))
-	ownSpans(spans)
+	ownSpans(spans, &b.id)
 	sh.dropSpans(b)
 	sh.s.putAside(b.id, spans)
 }
@@ -419,7 +419,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 	d := keptDecisionOf(k)
 	sh.cache.addKept(b.id, &d)
 	k.Spans = append([]Span(nil), t.Spans...)
-	ownSpans(k.Spans)
+	ownSpans(k.Spans, &b.id)
 	sh.emit(ctx, k)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -561,6 +562,71 @@ func TestShardCopiesSpanBytes(t *testing.T) {
 	if got := ks[0].Spans[1].Raw; !bytes.Equal(got, want[100:100+2*arenaMaxCopy]) {
 		t.Errorf("large span changed with its record")
 	}
+}
+
+// TestShardStoresSpansWithoutTraceID checks that a span whose bytes begin
+// or end with its trace's ID is buffered 18 bytes shorter, that policies
+// see it so, and that it leaves the shard (kept, or set aside for another
+// node) byte for byte as it came. A span with another trace ID there (or
+// none) is buffered whole.
+func TestShardStoresSpansWithoutTraceID(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+	id := tid(7)
+	rest := []byte{0x12, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0x2a, 3, 'g', 'e', 't'} // span_id, name
+	withID := append(append([]byte{0x0a, 16}, id[:]...), rest...)
+	other := tid(9)
+	withOther := append(append([]byte{0x0a, 16}, other[:]...), rest...)
+	trailing := append(append(bytes.Clone(rest), 0x0a, 16), id[:]...) // as pdata writes it
+	for _, setAside := range []bool{false, true} {
+		policy := &spanLengths{}
+		sh, out := testShard(t, Config{Shards: 1}, policy)
+		for _, raw := range [][]byte{withID, withOther, rest, trailing} {
+			it := item(id, false, false, nil)
+			it.Span.Raw = bytes.Clone(raw)
+			sh.add(ctx, &it, t0)
+		}
+		var got []Span
+		if setAside {
+			sh.s.SetOwner(func(*TraceID) bool { return false })
+			sh.flush(ctx, t0)
+			for _, it := range sh.s.TakeAside() {
+				if it.TraceID != id {
+					t.Fatalf("set aside a span of trace %x, want %x", it.TraceID, id)
+				}
+				got = append(got, it.Span)
+			}
+			if len(got) != 4 {
+				t.Fatalf("set aside %d spans, want 4", len(got))
+			}
+		} else {
+			sh.flush(ctx, t0)
+			ks := drain(out)
+			if len(ks) != 1 {
+				t.Fatalf("%d kept traces, want 1", len(ks))
+			}
+			got = ks[0].Spans
+			if want := []int{len(rest), len(withOther), len(rest), len(rest)}; !slices.Equal(policy.seen, want) {
+				t.Errorf("policy saw spans of %v bytes, want %v", policy.seen, want)
+			}
+		}
+		for i, want := range [][]byte{withID, withOther, rest, trailing} {
+			if !bytes.Equal(got[i].Raw, want) || got[i].Flags&flagNoTraceID != 0 {
+				t.Errorf("set aside %v: span %d left as % x (flags %b), want % x", setAside, i, got[i].Raw, got[i].Flags, want)
+			}
+		}
+	}
+}
+
+// spanLengths keeps every trace and notes the length of each span's bytes.
+type spanLengths struct{ seen []int }
+
+func (p *spanLengths) Name() string { return "span-lengths" }
+func (p *spanLengths) Decide(tr *Trace) Verdict {
+	for i := range tr.Spans {
+		p.seen = append(p.seen, len(tr.Spans[i].Raw))
+	}
+	return Verdict{Decision: Keep, SampleRate: 1, Reason: "test"}
 }
 
 // TestDecisionCacheBounds checks that the cache, which grows as it is used,

@@ -20,6 +20,9 @@ const (
 // Raw is the encoded opentelemetry.proto.trace.v1.Span message. It is a
 // subslice of the Kafka record (or peer batch) that carried it, so buffering a
 // span copies nothing; the record's memory is released when its last span is.
+// In a Trace handed to a policy, Raw may lack the trace_id field (the shard
+// buffers spans without it, see traceIDAt); spans leaving the shard, kept
+// or handed over, have it back.
 // The struct is 64 bytes on 64-bit platforms: keep it that way, it is the
 // per-span overhead that bounds how many spans a node can hold.
 type Span struct {

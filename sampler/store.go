@@ -88,16 +88,56 @@ func (t *ptrTable[T]) unref(i uint32) {
 	t.unused = append(t.unused, i)
 }
 
-// store copies s into the arena, as the trace's span after tail (0 for
-// the first), and returns its reference.
-func (sh *shard) store(s *Span, tail spanRef) spanRef {
-	ref, room := sh.arena.alloc(recordSize + len(s.Raw))
+// traceIDField is the length of a span's trace_id field: tag, length and
+// the 16-byte ID.
+const traceIDField = 2 + 16
+
+// traceIDAt tells where raw holds a trace_id field with id, the trace's
+// ID, which the trace's entry already holds, so that 18 of the about 260
+// bytes of a typical span need not be buffered: flagNoTraceID if the field
+// comes first (encoders that write fields in number order, as
+// protobuf-go), that and flagTraceIDLast if it comes last (pdata, so the
+// OpenTelemetry Collector, writes them in reverse), 0 otherwise.
+func traceIDAt(raw []byte, id *TraceID) uint8 {
+	if len(raw) < traceIDField {
+		return 0
+	}
+	if raw[0] == 0x0a && raw[1] == 16 && string(raw[2:traceIDField]) == string(id[:]) {
+		return flagNoTraceID
+	}
+	if t := raw[len(raw)-traceIDField:]; t[0] == 0x0a && t[1] == 16 && string(t[2:]) == string(id[:]) {
+		return flagNoTraceID | flagTraceIDLast
+	}
+	return 0
+}
+
+// flagNoTraceID marks, in Span.Flags, a span read from the arena whose
+// bytes were stored without their trace_id field, first or, with
+// flagTraceIDLast, last; ownSpans puts it back and clears the flags.
+// Policies read such bytes as they are: no field they look at is missing.
+const (
+	flagNoTraceID   uint8 = 1 << 7
+	flagTraceIDLast uint8 = 1 << 6
+)
+
+// store copies s into the arena, as the span after tail (0 for the first)
+// of trace id, and returns its reference. The bytes are stored without
+// their trace_id field where traceIDAt finds it; ownSpans puts it back.
+func (sh *shard) store(s *Span, id *TraceID, tail spanRef) spanRef {
+	raw, flags := s.Raw, s.Flags
+	switch at := traceIDAt(raw, id); at {
+	case flagNoTraceID:
+		raw, flags = raw[traceIDField:], flags|at
+	case flagNoTraceID | flagTraceIDLast:
+		raw, flags = raw[:len(raw)-traceIDField], flags|at
+	}
+	ref, room := sh.arena.alloc(recordSize + len(raw))
 	*recordAt(room) = spanRecord{
 		start: split64(uint64(s.Start)), end: split64(uint64(s.End)),
-		nFlags: uint32(min(len(s.Raw), bigLen)) | uint32(s.Flags)<<24,
+		nFlags: uint32(min(len(raw), bigLen)) | uint32(flags)<<24,
 		scope:  sh.scopes.ref(s.Scope), src: sh.srcs.ref(s.Src),
 	}
-	copy(room[recordSize:], s.Raw)
+	copy(room[recordSize:], raw)
 	if tail != 0 {
 		recordAt(sh.arena.at(tail)).next = split64(uint64(ref))
 	}
@@ -206,17 +246,29 @@ func (sh *shard) dropSpans(b *buffered) {
 	b.head, b.tail = 0, 0
 }
 
-// ownSpans gives spans leaving the shard heap copies of their bytes, in one
-// allocation.
-func ownSpans(spans []Span) {
+// ownSpans gives spans of trace id leaving the shard heap copies of their
+// bytes, in one allocation, whole again: spans stored without their
+// trace_id field (flagNoTraceID) get it back where it was.
+func ownSpans(spans []Span, id *TraceID) {
 	n := 0
 	for i := range spans {
 		n += len(spans[i].Raw)
+		if spans[i].Flags&flagNoTraceID != 0 {
+			n += traceIDField
+		}
 	}
 	buf := make([]byte, 0, n)
 	for i := range spans {
 		off := len(buf)
+		f := spans[i].Flags
+		if f&(flagNoTraceID|flagTraceIDLast) == flagNoTraceID {
+			buf = append(append(buf, 0x0a, 16), id[:]...)
+		}
 		buf = append(buf, spans[i].Raw...)
+		if f&flagTraceIDLast != 0 {
+			buf = append(append(buf, 0x0a, 16), id[:]...)
+		}
+		spans[i].Flags = f &^ (flagNoTraceID | flagTraceIDLast)
 		spans[i].Raw = buf[off:len(buf):len(buf)]
 	}
 }
