@@ -20,6 +20,7 @@ import (
 // configured policy asks, so a chain of error + probabilistic never pays for
 // it.
 const (
+	fieldSpanTraceID    protowire.Number = 1
 	fieldSpanTraceState protowire.Number = 3
 	fieldSpanName       protowire.Number = 5
 	fieldSpanKind       protowire.Number = 6

@@ -1,6 +1,10 @@
 package sampler
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
 
 // spanRecord is a buffered span in its shard's arena, followed there by
 // its encoded bytes. It holds no Go pointers (see spanArena), and only
@@ -102,13 +106,25 @@ func traceIDAt(raw []byte, id *TraceID) uint8 {
 	if len(raw) < traceIDField {
 		return 0
 	}
-	if raw[0] == 0x0a && raw[1] == 16 && string(raw[2:traceIDField]) == string(id[:]) {
+	if isTraceIDField(raw[:traceIDField], id) {
 		return flagNoTraceID
 	}
-	if t := raw[len(raw)-traceIDField:]; t[0] == 0x0a && t[1] == 16 && string(t[2:]) == string(id[:]) {
+	if isTraceIDField(raw[len(raw)-traceIDField:], id) {
 		return flagNoTraceID | flagTraceIDLast
 	}
 	return 0
+}
+
+// isTraceIDField reports whether f, traceIDField bytes, is the trace_id
+// field (1, length-delimited, 16 bytes) holding id.
+func isTraceIDField(f []byte, id *TraceID) bool {
+	return f[0] == 0x0a && f[1] == 16 && string(f[2:traceIDField]) == string(id[:])
+}
+
+// appendTraceIDField appends the trace_id field holding id, as
+// isTraceIDField matches it.
+func appendTraceIDField(dst []byte, id *TraceID) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(dst, fieldSpanTraceID, protowire.BytesType), id[:])
 }
 
 // flagNoTraceID marks, in Span.Flags, a span read from the arena whose
@@ -262,11 +278,11 @@ func ownSpans(spans []Span, id *TraceID) {
 		off := len(buf)
 		f := spans[i].Flags
 		if f&(flagNoTraceID|flagTraceIDLast) == flagNoTraceID {
-			buf = append(append(buf, 0x0a, 16), id[:]...)
+			buf = appendTraceIDField(buf, id)
 		}
 		buf = append(buf, spans[i].Raw...)
 		if f&flagTraceIDLast != 0 {
-			buf = append(append(buf, 0x0a, 16), id[:]...)
+			buf = appendTraceIDField(buf, id)
 		}
 		spans[i].Flags = f &^ (flagNoTraceID | flagTraceIDLast)
 		spans[i].Raw = buf[off:len(buf):len(buf)]
