@@ -26,6 +26,7 @@ import (
 	"github.com/tailsift/tailsift/archive"
 	"github.com/tailsift/tailsift/cluster"
 	"github.com/tailsift/tailsift/internal/gctune"
+	"github.com/tailsift/tailsift/internal/hugepage"
 	"github.com/tailsift/tailsift/internal/logthrottle"
 	"github.com/tailsift/tailsift/router"
 	"github.com/tailsift/tailsift/sampler"
@@ -50,11 +51,23 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 // newNodeProcess builds the node of this process (run, demo) and tunes the
-// Go runtime for it (runtime.*): the collector gets a floor under its heap
-// goal (package gctune). done restores the collector's setting.
+// Go runtime for it (runtime.*): the heap is first given huge pages, while
+// it is still small (package hugepage), and the collector a floor under its
+// heap goal (package gctune). done restores the collector's setting.
 func newNodeProcess(cfg Config, logOut io.Writer) (n *node, done func(), err error) {
+	var marked int64
+	var hpErr error
+	if cfg.Runtime.HugePageHeapBytes > 0 {
+		marked, hpErr = hugepage.BackHeap(cfg.Runtime.HugePageHeapBytes)
+	}
 	if n, err = newNode(cfg, logOut); err != nil {
 		return nil, nil, err
+	}
+	switch {
+	case marked > 0:
+		n.log.Info("heap backed by huge pages", "bytes", marked)
+	case hpErr != nil:
+		n.log.Info("heap not backed by huge pages", "reason", hpErr)
 	}
 	return n, gctune.MinHeap(uint64(cfg.Runtime.GCMinHeapBytes)), nil
 }
@@ -194,6 +207,9 @@ func validateConfig(cfg Config) (*parts, error) {
 	}
 	if cfg.GracePeriod <= 0 {
 		errs = append(errs, fmt.Errorf("grace_period: must be positive, got %v", cfg.GracePeriod))
+	}
+	if cfg.Runtime.HugePageHeapBytes < 0 {
+		errs = append(errs, fmt.Errorf("runtime.huge_page_heap_bytes: must be 0 (off) or positive, got %d", cfg.Runtime.HugePageHeapBytes))
 	}
 	if cfg.Runtime.GCMinHeapBytes < 0 {
 		errs = append(errs, fmt.Errorf("runtime.gc_min_heap_bytes: must be 0 (off) or positive, got %d", cfg.Runtime.GCMinHeapBytes))

@@ -1,0 +1,71 @@
+package hugepage
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+var once struct {
+	sync.Mutex
+	done   bool
+	marked int64
+	err    error
+}
+
+// BackHeap marks up to size bytes of fresh heap address space for huge
+// pages, as the package comment describes, and returns how many bytes it
+// marked; with 0 it returns why nothing was done. It acts once per
+// process; later calls return the first call's result. Call it early, while
+// the heap is small, and not with a memory limit (GOMEMLIMIT) below twice
+// size, which it declines.
+func BackHeap(size int64) (int64, error) {
+	once.Lock()
+	defer once.Unlock()
+	if once.done {
+		return once.marked, once.err
+	}
+	once.done = true
+	once.marked, once.err = backHeap(size)
+	return once.marked, once.err
+}
+
+func backHeap(size int64) (int64, error) {
+	if size <= 0 {
+		return 0, nil
+	}
+	enabled, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil {
+		return 0, fmt.Errorf("transparent huge pages unavailable: %w", err)
+	}
+	if err := checkMode(string(enabled)); err != nil {
+		return 0, err
+	}
+	overcommit, _ := os.ReadFile("/proc/sys/vm/overcommit_memory")
+	if size, err = limit(size, memTotal(), string(overcommit)); err != nil {
+		return 0, err
+	}
+	if lim := debug.SetMemoryLimit(-1); lim != math.MaxInt64 && lim < 2*size {
+		return 0, fmt.Errorf("the Go memory limit (%d bytes) is below twice the size", lim)
+	}
+	// A fresh large allocation is zero already: the runtime neither clears
+	// nor touches it, so none of it becomes resident here.
+	b := make([]byte, size)
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	beg := (p + Size - 1) &^ (Size - 1)
+	end := (p + uintptr(size)) &^ (Size - 1)
+	if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, beg, end-beg, syscall.MADV_HUGEPAGE); e != 0 {
+		runtime.KeepAlive(b)
+		return 0, fmt.Errorf("madvise: %w", e)
+	}
+	runtime.KeepAlive(b)
+	// Free it now, while the rest of the heap is small, so that the next
+	// allocations take its pages.
+	runtime.GC()
+	return int64(end - beg), nil
+}
