@@ -576,6 +576,8 @@ func printReport(w io.Writer, o options, bl backlog, rounds [][]*result, h *hold
 	row("CPU-s to drained", func(r *result) float64 { return r.cpu.Seconds() }, "%.2f", true)
 	row("  of which starting (until metrics answer)", func(r *result) float64 { return r.startCPU.Seconds() }, "%.2f", false)
 	row("CPU-s, whole life (rusage at exit)", func(r *result) float64 { return r.exit.cpu.Seconds() }, "%.2f", true)
+	row("  of which system time (rusage at exit)", func(r *result) float64 { return r.exit.sys.Seconds() }, "%.2f", false)
+	row("page faults (rusage at exit)", func(r *result) float64 { return float64(r.exit.faults) }, "%.0f", false)
 	row("wall s, start to drained", func(r *result) float64 { return r.wall.Seconds() }, "%.1f", true)
 	row("peak RSS (MiB)", func(r *result) float64 { return float64(r.peakRSS) / (1 << 20) }, "%.0f", true)
 	row("peak RSS, rusage at exit (MiB)", func(r *result) float64 { return float64(r.exit.maxRSS) / (1 << 20) }, "%.0f", true)

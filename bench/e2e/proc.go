@@ -100,7 +100,9 @@ func (c *child) stop(grace time.Duration) {
 // peak resident set.
 type usage struct {
 	cpu    time.Duration
-	maxRSS int64 // bytes
+	sys    time.Duration // of cpu, in the kernel: mostly page faults and reads on this kind of machine
+	faults int64         // page faults, minor and major
+	maxRSS int64         // bytes
 }
 
 // rusage returns the exited process's resource usage, as wait4 reported it.
@@ -119,7 +121,7 @@ func (c *child) rusage() (usage, bool) {
 		return usage{}, false
 	}
 	// ru_maxrss is in KiB on Linux.
-	return usage{cpu: ps.UserTime() + ps.SystemTime(), maxRSS: ru.Maxrss << 10}, true
+	return usage{cpu: ps.UserTime() + ps.SystemTime(), sys: ps.SystemTime(), faults: ru.Minflt + ru.Majflt, maxRSS: ru.Maxrss << 10}, true
 }
 
 // stopAll stops every child still running.
