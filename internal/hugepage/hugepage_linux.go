@@ -56,16 +56,15 @@ func backHeap(size int64) (int64, error) {
 	// A fresh large allocation is zero already: the runtime neither clears
 	// nor touches it, so none of it becomes resident here.
 	b := make([]byte, size)
+	// Mark the whole 2 MiB pages within it, as the span arenas are marked.
 	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	beg := (p + Size - 1) &^ (Size - 1)
-	end := (p + uintptr(size)) &^ (Size - 1)
-	if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, beg, end-beg, syscall.MADV_HUGEPAGE); e != 0 {
-		runtime.KeepAlive(b)
-		return 0, fmt.Errorf("madvise: %w", e)
+	beg := int((p+Size-1)&^(Size-1) - p)
+	end := int((p+uintptr(size))&^(Size-1) - p)
+	if err := syscall.Madvise(b[beg:end], syscall.MADV_HUGEPAGE); err != nil {
+		return 0, fmt.Errorf("madvise: %w", err)
 	}
-	runtime.KeepAlive(b)
-	// Free it now, while the rest of the heap is small, so that the next
-	// allocations take its pages.
+	// Free it now (b is dead past the madvise), while the rest of the heap
+	// is small, so that the next allocations take its pages.
 	runtime.GC()
 	return int64(end - beg), nil
 }
