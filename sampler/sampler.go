@@ -444,6 +444,7 @@ func (sh *shard) loop(ctx context.Context, clock Clock) {
 			sh.publish() // what the caller reads next reflects the call
 			close(call.done)
 		case <-ctx.Done():
+			sh.publish()
 			return
 		}
 	}
@@ -461,7 +462,7 @@ type Metrics struct {
 	lateSpans      *prometheus.CounterVec
 	noRoot         prometheus.Counter
 	orphanSpans    prometheus.Counter
-	decisionWait   prometheus.Histogram
+	decisionWait   waitHistogram
 	handedOff      prometheus.Counter
 }
 
@@ -493,16 +494,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tailsift_sampler_traces_without_root_total", Help: "Traces decided before their root span arrived."}),
 		orphanSpans: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_sampler_orphan_spans_total", Help: "Spans of kept traces whose parent span was not in the trace when it was decided."}),
-		decisionWait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "tailsift_sampler_decision_wait_seconds",
-			Help:    "Time from a trace's first span to its decision.",
-			Buckets: []float64{0.1, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120}}),
+		decisionWait: newWaitHistogram("tailsift_sampler_decision_wait_seconds",
+			"Time from a trace's first span to its decision.",
+			[]float64{0.1, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120}),
 		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_sampler_handed_off_spans_total", Help: "Spans handed to another node because it owns their trace (after a ring change, or sent here by a peer whose ring was behind)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.spansBuffered, m.bytesBuffered, m.tracesBuffered, m.completed, m.decided,
-			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.orphanSpans, m.decisionWait, m.handedOff)
+			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.orphanSpans, &m.decisionWait, m.handedOff)
 	}
 	return m
 }
