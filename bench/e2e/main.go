@@ -20,22 +20,34 @@
 // be the only one to compete with that. Each drain's log line gives the
 // broker's CPU meanwhile.
 //
-// Runs, in order, each round (-rounds, default 3; the hold run in the first
-// only), so that a noisy machine shows as the spread of the rounds and the
-// report's table is the round with the median ratio:
+// Runs, in order, once:
+//
+//   - tailsift idle and hold: the idle RSS of a node on an empty topic, then
+//     a node whose decisions wait past the run so the whole backlog is
+//     buffered at once. Peak RSS over the spans buffered then, against the
+//     encoded bytes of those spans, is the memory a buffered span costs.
+//
+// then each round (-rounds, default 3), so that a noisy machine shows as the
+// spread of the rounds and the report's table is the round with the median
+// ratio:
 //
 //   - tailsift drain: decisions 3s (Kafka record time) after a trace goes
 //     quiet. The run is drained once the group's committed lag is 0, every
 //     span was read, nothing is buffered, every trace was decided, and the
 //     process has then been idle (under 0.05 cores) for 2s. The CPU charged
 //     is the process's utime+stime at the start of that idle window.
-//   - tailsift idle and hold: the idle RSS of a node on an empty topic, then
-//     a node whose decisions wait past the run so the whole backlog is
-//     buffered at once. Peak RSS over the spans buffered then, against the
-//     encoded bytes of those spans, is the memory a buffered span costs.
 //   - otelcol drain: the same backlog, the same policies, decision_wait 3s,
 //     drained by the same rule (lag 0, all spans accepted, every trace
 //     decided, idle 2s).
+//
+// So every drain starts right after another process of the benchmark has
+// exited. On a virtual machine that matters: memory a process has just
+// freed is much cheaper to touch again than memory new to the VM, which the
+// host backs at the first touch (and takes back seconds after it is
+// freed), and a drain of tailsift touches a few hundred megabytes in
+// seconds. With the memory runs after round 1's drain, as before, that
+// drain alone started on memory new to the VM. -settle waits before every
+// drain instead, so that each starts on memory new to the VM.
 //
 // Linux only: it reads /proc.
 package main
@@ -74,6 +86,7 @@ type options struct {
 	hold         time.Duration
 	idleWindow   time.Duration
 	idleCores    float64
+	settle       time.Duration
 	poll         time.Duration
 	phaseTimeout time.Duration
 	keep         bool
@@ -98,6 +111,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.hold, "hold", 30*time.Minute, "decision wait of the hold run; must outlast reading the backlog")
 	fs.DurationVar(&o.idleWindow, "idle-window", 2*time.Second, "a drained process stays idle this long")
 	fs.Float64Var(&o.idleCores, "idle-cores", 0.05, "below this CPU rate (cores) a process is idle")
+	fs.DurationVar(&o.settle, "settle", 0, "wait this long before each drain, so that it starts on memory new to the VM rather than memory the process before it has just freed")
 	fs.DurationVar(&o.poll, "poll", 250*time.Millisecond, "how often to read /proc and the metrics")
 	fs.DurationVar(&o.phaseTimeout, "timeout", 15*time.Minute, "give up on a run after this long")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, configs, archive)")
@@ -105,8 +119,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if o.traces < 1 || o.partitions < 1 || o.rounds < 1 || o.idleWindow <= 0 || o.phaseTimeout <= 0 || o.hold < time.Minute || o.poll <= 0 {
-		fmt.Fprintln(stderr, "e2e: -traces, -partitions and -rounds must be positive, -idle-window, -poll and -timeout positive, -hold at least 1m")
+	if o.traces < 1 || o.partitions < 1 || o.rounds < 1 || o.idleWindow <= 0 || o.phaseTimeout <= 0 || o.hold < time.Minute || o.poll <= 0 || o.settle < 0 {
+		fmt.Fprintln(stderr, "e2e: -traces, -partitions and -rounds must be positive, -idle-window, -poll and -timeout positive, -hold at least 1m, -settle not negative")
 		return 2
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -204,17 +218,20 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 	}
 	var rounds [][]*result
 	var hold *holdResult
+	// The memory runs come first, so that every drain, tailsift's first
+	// included, starts right after another process of the benchmark has
+	// exited, as the Collector's always do (see the package comment).
+	if !o.skipHold {
+		if hold, err = env.holdAll(ctx, ts, idleTopic); err != nil {
+			return fmt.Errorf("tailsift hold: %w", err)
+		}
+	}
 	for i := 1; i <= o.rounds; i++ {
 		r, err := env.drain(ctx, ts, i)
 		if err != nil {
 			return fmt.Errorf("tailsift: %w", err)
 		}
 		round := []*result{r}
-		if i == 1 && !o.skipHold {
-			if hold, err = env.holdAll(ctx, ts, idleTopic); err != nil {
-				return fmt.Errorf("tailsift hold: %w", err)
-			}
-		}
 		if !o.skipOtelcol {
 			r, err := env.drain(ctx, oc, i)
 			if err != nil {
@@ -356,6 +373,11 @@ func (e *runEnv) start(ctx context.Context, t target, topic, group string, hold 
 // until it is drained (see the package comment for the rule).
 func (e *runEnv) drain(ctx context.Context, t target, round int) (*result, error) {
 	group := fmt.Sprintf("%s-drain-%d", t.name, round)
+	select {
+	case <-time.After(e.o.settle):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	brokerBefore, err := e.broker.cpu()
 	if err != nil {
 		return nil, err
@@ -550,8 +572,14 @@ func printReport(w io.Writer, o options, bl backlog, rounds [][]*result, h *hold
 	host, _ := os.Hostname()
 	fmt.Fprintf(w, "\nbacklog: %d traces (%d with errors, %d slow), %d spans, %d messages; seed %d, %d partitions, compression %s\n",
 		bl.traces, bl.errors, bl.slow, bl.spans, bl.messages, o.seed, o.partitions, o.compression)
-	fmt.Fprintf(w, "machine: %s, %d CPUs, %s/%s, %s; load average at the end: %s\n\n",
+	fmt.Fprintf(w, "machine: %s, %d CPUs, %s/%s, %s; load average at the end: %s\n",
 		host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), loadAvg())
+	if o.settle > 0 {
+		fmt.Fprintf(w, "each drain started %s after the process before it exited (-settle)\n", o.settle)
+	} else {
+		fmt.Fprintln(w, "each drain started right after the process before it exited")
+	}
+	fmt.Fprintln(w)
 	mspans := float64(bl.spans) / 1e6
 	if len(rounds) > 1 {
 		fmt.Fprintf(w, "rounds (each sampler drains the backlog once a round, in turn):\n")
