@@ -19,7 +19,12 @@ func genKept(tb testing.TB, n int) (kept []*sampler.Kept, spans int) {
 	sc, _ := router.NewScanner(router.EncodingProto)
 	byID := map[sampler.TraceID]*sampler.Kept{}
 	decided := time.Now()
-	_, err := gen.Generate(gen.Config{Seed: 1, Traces: n}, func(msg []byte) error {
+	// Roots start over about two minutes from Start; from the top of the
+	// hour they stay in one Hive partition (hour) whenever the test runs,
+	// where from now they would cross into the next hour in its last two
+	// minutes, and the archive would write a file for each.
+	start := decided.UTC().Truncate(time.Hour)
+	_, err := gen.Generate(gen.Config{Seed: 1, Traces: n, Start: start}, func(msg []byte) error {
 		items, err := sc.Scan(msg, nil)
 		if err != nil {
 			return err
