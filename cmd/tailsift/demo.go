@@ -81,19 +81,30 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintf(stdout, "produced %d spans in %d traces (%d with errors, %d slow) as %d messages\n",
 		truth.Spans, truth.Traces, len(truth.ErrorTraces), len(truth.SlowTraces), truth.Messages)
 
-	// Wait for the node to read everything, with a live progress line.
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
 	// Wait for the node to read everything and decide every trace the way
 	// it does in production (root seen and quiet, or the maximum wait),
-	// with a live progress line.
+	// with a progress line: redrawn in place on a terminal, a line a second
+	// elsewhere (a pipe, a CI log), where carriage returns would make one
+	// long line.
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	live := isTerminal(stdout)
+	var printed time.Time
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		buffered := gauge(n.reg, "tailsift_sampler_buffered_traces")
 		consumed := n.consumer.Records()
-		fmt.Fprintf(stdout, "\rconsumed %d/%d messages · buffered %.0f traces · kept %.0f traces   ",
+		line := fmt.Sprintf("consumed %d/%d messages · buffered %.0f traces · kept %.0f traces",
 			consumed, truth.Messages, buffered, sumCounter(n.reg, "tailsift_sampler_traces_decided_total", "decision", "keep"))
-		if consumed >= int64(truth.Messages) && buffered == 0 {
+		finished := consumed >= int64(truth.Messages) && buffered == 0
+		switch {
+		case live:
+			fmt.Fprintf(stdout, "\r%s   ", line)
+		case finished || time.Since(printed) >= time.Second:
+			fmt.Fprintln(stdout, line)
+			printed = time.Now()
+		}
+		if finished {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -110,7 +121,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		case <-tick.C:
 		}
 	}
-	fmt.Fprintln(stdout)
+	if live {
+		fmt.Fprintln(stdout)
+	}
 	// The input is complete: decide what is still buffered, then stop the
 	// node the way SIGTERM does, which closes and syncs the archive files.
 	if err := n.sampler.Flush(ctx); err != nil {
@@ -121,6 +134,16 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	return demoSummary(stdout, n, truth, absDir, time.Since(start))
+}
+
+// isTerminal reports whether w is a terminal, where a line can be redrawn.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func demoSummary(w io.Writer, n *node, truth *gen.Truth, dir string, elapsed time.Duration) error {
