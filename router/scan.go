@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/tailsift/tailsift/internal/otlpwire"
@@ -182,14 +183,23 @@ func (s *Scanner) Span(si *otlpwire.SpanInfo) {
 	s.items = append(s.items, sampler.Item{
 		TraceID: sampler.TraceID(si.TraceID),
 		Span: sampler.Span{
-			Raw:   si.Raw,
-			Scope: s.scope,
-			Src:   s.src,
-			Start: int64(si.Start),
-			End:   int64(si.End),
-			Flags: flags,
+			Raw:     si.Raw,
+			Scope:   s.scope,
+			Src:     s.src,
+			Start:   int64(si.Start),
+			End:     int64(si.End),
+			Flags:   flags,
+			TimesAt: timesAt(si.TimesAt),
 		},
 	})
+}
+
+// timesAt is sampler.Span.TimesAt for otlpwire.SpanInfo.TimesAt at.
+func timesAt(at int) uint16 {
+	if at < 0 || at >= math.MaxUint16 {
+		return 0
+	}
+	return uint16(at + 1)
 }
 
 func allZero(b []byte) bool {

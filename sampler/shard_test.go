@@ -3,11 +3,13 @@ package sampler
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // keepAll keeps every trace with rate 1; dropAll drops every trace.
@@ -586,29 +588,12 @@ func TestShardStoresSpansWithoutTraceID(t *testing.T) {
 			it.Span.Raw = bytes.Clone(raw)
 			sh.add(ctx, &it, t0)
 		}
-		var got []Span
-		if setAside {
-			sh.s.SetOwner(func(*TraceID) bool { return false })
-			sh.flush(ctx, t0)
-			for _, it := range sh.s.TakeAside() {
-				if it.TraceID != id {
-					t.Fatalf("set aside a span of trace %x, want %x", it.TraceID, id)
-				}
-				got = append(got, it.Span)
-			}
-			if len(got) != 4 {
-				t.Fatalf("set aside %d spans, want 4", len(got))
-			}
-		} else {
-			sh.flush(ctx, t0)
-			ks := drain(out)
-			if len(ks) != 1 {
-				t.Fatalf("%d kept traces, want 1", len(ks))
-			}
-			got = ks[0].Spans
-			if want := []int{len(rest), len(withOther), len(rest), len(rest)}; !slices.Equal(policy.seen, want) {
-				t.Errorf("policy saw spans of %v bytes, want %v", policy.seen, want)
-			}
+		got := spansLeaving(t, sh, out, id, t0, setAside)
+		if len(got) != 4 {
+			t.Fatalf("set aside %v: %d spans left the shard, want 4", setAside, len(got))
+		}
+		if want := []int{len(rest), len(withOther), len(rest), len(rest)}; !setAside && !slices.Equal(policy.seen, want) {
+			t.Errorf("policy saw spans of %v bytes, want %v", policy.seen, want)
 		}
 		for i, want := range [][]byte{withID, withOther, rest, trailing} {
 			if !bytes.Equal(got[i].Raw, want) || got[i].Flags&flagNoTraceID != 0 {
@@ -616,6 +601,92 @@ func TestShardStoresSpansWithoutTraceID(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestShardStoresSpansWithoutTimes buffers spans whose start and end time
+// fields, side by side, the scanner has pointed to (Span.TimesAt): the
+// policy sees each span 18 bytes shorter, with the times still in
+// Span.Start and Span.End, and the spans leave the shard (kept, or set
+// aside for another node) byte for byte as they came, trace_id field and
+// all. Where the hint is wrong, points elsewhere, or the fields hold other
+// values than Start and End, the span is buffered whole.
+func TestShardStoresSpansWithoutTimes(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Unix(1_700_000_000, 0)
+	id := tid(7)
+	const start, end = 1_700_000_000_000_000_001, 1_700_000_000_500_000_002
+	field := func(tag byte, v uint64) []byte { return binary.LittleEndian.AppendUint64([]byte{tag}, v) }
+	traceID := append([]byte{0x0a, 16}, id[:]...)
+	spanID := []byte{0x12, 8, 1, 2, 3, 4, 5, 6, 7, 8}
+	name := []byte{0x2a, 3, 'g', 'e', 't'}
+	times := slices.Concat(field(0x39, start), field(0x41, end))
+	timesEndFirst := slices.Concat(field(0x41, end), field(0x39, start))
+	cases := []struct {
+		name    string
+		raw     []byte
+		timesAt int // the scanner's hint, -1 none
+		short   int // bytes the policy sees fewer of
+	}{
+		{"protobuf-go order", slices.Concat(traceID, spanID, name, times), 33, 36},
+		{"pdata order", slices.Concat(timesEndFirst, name, spanID, traceID), 0, 36},
+		{"no trace ID", slices.Concat(spanID, times, name), 10, 18},
+		{"no hint", slices.Concat(spanID, times, name), -1, 0},
+		{"hint elsewhere", slices.Concat(spanID, times, name), 9, 0},
+		{"other values", slices.Concat(spanID, field(0x39, start+1), field(0x41, end), name), 10, 0},
+		{"hint past the end", slices.Concat(spanID, name), 12, 0},
+	}
+	for _, setAside := range []bool{false, true} {
+		policy := &spanLengths{}
+		sh, out := testShard(t, Config{Shards: 1}, policy)
+		for _, tc := range cases {
+			it := item(id, false, false, nil)
+			it.Span.Raw = bytes.Clone(tc.raw)
+			it.Span.Start, it.Span.End = start, end
+			it.Span.TimesAt = uint16(tc.timesAt + 1)
+			sh.add(ctx, &it, t0)
+		}
+		got := spansLeaving(t, sh, out, id, t0, setAside)
+		for i, tc := range cases {
+			if want := len(tc.raw) - tc.short; !setAside && policy.seen[i] != want {
+				t.Errorf("%s: the policy saw %d bytes, want %d", tc.name, policy.seen[i], want)
+			}
+		}
+		if len(got) != len(cases) {
+			t.Fatalf("set aside %v: %d spans left the shard, want %d", setAside, len(got), len(cases))
+		}
+		for i, tc := range cases {
+			g := &got[i]
+			if !bytes.Equal(g.Raw, tc.raw) || g.Flags&(flagNoTraceID|flagNoTimes|flagEndFirst) != 0 || g.TimesAt != 0 ||
+				g.Start != start || g.End != end {
+				t.Errorf("set aside %v, %s: left as % x (flags %b, times at %d, %d..%d), want % x",
+					setAside, tc.name, g.Raw, g.Flags, g.TimesAt, g.Start, g.End, tc.raw)
+			}
+		}
+	}
+}
+
+// spansLeaving flushes sh, whose buffer holds trace id alone, and returns
+// the spans that left it: set aside for another node (setAside), or kept.
+func spansLeaving(t *testing.T, sh *shard, out chan *Kept, id TraceID, now time.Time, setAside bool) []Span {
+	t.Helper()
+	if !setAside {
+		sh.flush(context.Background(), now)
+		ks := drain(out)
+		if len(ks) != 1 {
+			t.Fatalf("%d kept traces, want 1", len(ks))
+		}
+		return ks[0].Spans
+	}
+	sh.s.SetOwner(func(*TraceID) bool { return false })
+	sh.flush(context.Background(), now)
+	var got []Span
+	for _, it := range sh.s.TakeAside() {
+		if it.TraceID != id {
+			t.Fatalf("set aside a span of trace %x, want %x", it.TraceID, id)
+		}
+		got = append(got, it.Span)
+	}
+	return got
 }
 
 // spanLengths keeps every trace and notes the length of each span's bytes.
@@ -735,5 +806,13 @@ func TestShardHugeSpan(t *testing.T) {
 	sp := ks[0].Spans[0]
 	if !bytes.Equal(sp.Raw, it.Span.Raw) || sp.Start != -5 || sp.End != 1<<40 || !sp.Root() || !sp.Error() {
 		t.Errorf("span of %d bytes came back as %d bytes, start %d, end %d, flags %b", len(it.Span.Raw), len(sp.Raw), sp.Start, sp.End, sp.Flags)
+	}
+}
+
+// TestSpanSize keeps Span at 64 bytes on 64-bit platforms: it is the
+// per-span overhead of every batch between the consumer and the shards.
+func TestSpanSize(t *testing.T) {
+	if n := unsafe.Sizeof(Span{}); unsafe.Sizeof(uintptr(0)) == 8 && n != 64 {
+		t.Fatalf("Span is %d bytes, want 64", n)
 	}
 }

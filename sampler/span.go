@@ -20,10 +20,11 @@ const (
 // Raw is the encoded opentelemetry.proto.trace.v1.Span message. It is a
 // subslice of the Kafka record (or peer batch) that carried it, so buffering a
 // span copies nothing; the record's memory is released when its last span is.
-// In a Trace handed to a policy, Raw may lack the trace_id field (the shard
-// buffers spans without it, see traceIDAt); spans leaving the shard, kept
-// or handed over, have it back.
-// The struct is 64 bytes on 64-bit platforms: keep it that way, it is the
+// In a Trace handed to a policy, Raw may lack the trace_id field and the
+// time fields (the shard buffers spans without them, see traceIDAt and
+// timesIn; the times are in Start and End); spans leaving the shard, kept
+// or handed over, have them back.
+// The struct is 64 bytes on 64-bit platforms (TestSpanSize): keep it that way, it is the
 // per-span overhead that bounds how many spans a node can hold.
 type Span struct {
 	Raw   []byte   // encoded Span message, owned by nobody: never modify
@@ -32,6 +33,11 @@ type Span struct {
 	Start int64    // start_time_unix_nano
 	End   int64    // end_time_unix_nano
 	Flags uint8
+	// TimesAt is one more than where in Raw the start and end time fields
+	// begin, next to each other (otlpwire.SpanInfo.TimesAt), 0 when not
+	// known. The shard buffers a span without them where they hold Start
+	// and End, and puts them back when the span leaves it.
+	TimesAt uint16
 }
 
 // Root reports whether the span has no parent.

@@ -1,6 +1,7 @@
 package sampler
 
 import (
+	"encoding/binary"
 	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -15,6 +16,7 @@ type spanRecord struct {
 	nFlags     uint32    // length of the encoded bytes that follow (bigLen if larger), then Span.Flags in the top byte
 	scope      uint32    // index in the shard's scope table
 	src        uint32    // index in the shard's input unit table
+	timesAt    uint32    // with flagNoTimes, where in the bytes the time fields were
 }
 
 // bigLen in spanRecord.nFlags means the span's length is its chunk's (a
@@ -136,24 +138,91 @@ const (
 	flagTraceIDLast uint8 = 1 << 6
 )
 
+// timesField is the length of a span's start and end time fields, side by
+// side: a one-byte tag and 8 bytes each.
+const timesField = 2 * (1 + 8)
+
+// Tags of the time fields (fixed64 start_time_unix_nano = 7,
+// end_time_unix_nano = 8).
+const (
+	tagStart = 7<<3 | 1
+	tagEnd   = 8<<3 | 1
+)
+
+// timesIn tells whether raw holds, at at, the start and end time fields with
+// exactly start and end: 0 if not, flagNoTimes if start comes first, that
+// and flagEndFirst if end does. Only then may the 18 bytes be left out and
+// written again from the record (appendTimes).
+func timesIn(raw []byte, at int, start, end int64) uint8 {
+	if at < 0 || at > len(raw)-timesField {
+		return 0
+	}
+	f := raw[at : at+timesField]
+	a, b := binary.LittleEndian.Uint64(f[1:9]), binary.LittleEndian.Uint64(f[10:])
+	switch {
+	case f[0] == tagStart && f[9] == tagEnd && a == uint64(start) && b == uint64(end):
+		return flagNoTimes
+	case f[0] == tagEnd && f[9] == tagStart && a == uint64(end) && b == uint64(start):
+		return flagNoTimes | flagEndFirst
+	}
+	return 0
+}
+
+// appendTimes appends the time fields that timesIn found, in their order.
+func appendTimes(dst []byte, s *Span) []byte {
+	first, second := tagStart, tagEnd
+	v1, v2 := uint64(s.Start), uint64(s.End)
+	if s.Flags&flagEndFirst != 0 {
+		first, second, v1, v2 = tagEnd, tagStart, v2, v1
+	}
+	dst = binary.LittleEndian.AppendUint64(append(dst, byte(first)), v1)
+	return binary.LittleEndian.AppendUint64(append(dst, byte(second)), v2)
+}
+
+// flagNoTimes marks, in Span.Flags, a span read from the arena whose bytes
+// were stored without their time fields (at Span.TimesAt-1, start first,
+// or end first with flagEndFirst), which the record holds anyway; ownSpans
+// puts them back. Policies read such bytes as they are: they take the times
+// from Span.Start and Span.End.
+const (
+	flagNoTimes  uint8 = 1 << 5
+	flagEndFirst uint8 = 1 << 4
+)
+
 // store copies s into the arena, as the span after tail (0 for the first)
 // of trace id, and returns its reference. The bytes are stored without
-// their trace_id field where traceIDAt finds it; ownSpans puts it back.
+// their trace_id field where traceIDAt finds it, and without their time
+// fields where the scanner found them (Span.TimesAt) holding Start and End:
+// 36 of the about 260 bytes of a typical span. ownSpans puts them back.
 func (sh *shard) store(s *Span, id *TraceID, tail spanRef) spanRef {
 	raw, flags := s.Raw, s.Flags
+	timesAt := int(s.TimesAt) - 1
 	switch at := traceIDAt(raw, id); at {
 	case flagNoTraceID:
 		raw, flags = raw[traceIDField:], flags|at
+		timesAt -= traceIDField
 	case flagNoTraceID | flagTraceIDLast:
 		raw, flags = raw[:len(raw)-traceIDField], flags|at
 	}
-	ref, room := sh.arena.alloc(recordSize + len(raw))
+	n := len(raw)
+	if tf := timesIn(raw, timesAt, s.Start, s.End); tf != 0 {
+		n -= timesField
+		flags |= tf
+	} else {
+		timesAt = 0
+	}
+	ref, room := sh.arena.alloc(recordSize + n)
 	*recordAt(room) = spanRecord{
 		start: split64(uint64(s.Start)), end: split64(uint64(s.End)),
-		nFlags: uint32(min(len(raw), bigLen)) | uint32(flags)<<24,
+		nFlags: uint32(min(n, bigLen)) | uint32(flags)<<24,
 		scope:  sh.scopes.ref(s.Scope), src: sh.srcs.ref(s.Src),
+		timesAt: uint32(timesAt),
 	}
-	copy(room[recordSize:], raw)
+	if flags&flagNoTimes != 0 {
+		copy(room[recordSize+copy(room[recordSize:], raw[:timesAt]):], raw[timesAt+timesField:])
+	} else {
+		copy(room[recordSize:], raw)
+	}
 	if tail != 0 {
 		recordAt(sh.arena.at(tail)).next = split64(uint64(ref))
 	}
@@ -170,10 +239,14 @@ func (sh *shard) spansOf(b *buffered, dst []Span) []Span {
 		if l := int(rec.nFlags & bigLen); l != bigLen {
 			n = recordSize + l
 		}
-		dst = append(dst, Span{
+		sp := Span{
 			Raw: room[recordSize:n:n], Scope: sh.scopes.get(rec.scope), Src: sh.srcs.get(rec.src),
 			Start: int64(join64(rec.start)), End: int64(join64(rec.end)), Flags: uint8(rec.nFlags >> 24),
-		})
+		}
+		if sp.Flags&flagNoTimes != 0 {
+			sp.TimesAt = uint16(rec.timesAt + 1)
+		}
+		dst = append(dst, sp)
 		r = spanRef(join64(rec.next))
 	}
 	return dst
@@ -264,7 +337,8 @@ func (sh *shard) dropSpans(b *buffered) {
 
 // ownSpans gives spans of trace id leaving the shard heap copies of their
 // bytes, in one allocation, whole again: spans stored without their
-// trace_id field (flagNoTraceID) get it back where it was.
+// trace_id field (flagNoTraceID) or their time fields (flagNoTimes) get
+// them back where they were.
 func ownSpans(spans []Span, id *TraceID) {
 	n := 0
 	for i := range spans {
@@ -272,19 +346,29 @@ func ownSpans(spans []Span, id *TraceID) {
 		if spans[i].Flags&flagNoTraceID != 0 {
 			n += traceIDField
 		}
+		if spans[i].Flags&flagNoTimes != 0 {
+			n += timesField
+		}
 	}
 	buf := make([]byte, 0, n)
 	for i := range spans {
+		s := &spans[i]
 		off := len(buf)
-		f := spans[i].Flags
+		f := s.Flags
 		if f&(flagNoTraceID|flagTraceIDLast) == flagNoTraceID {
 			buf = appendTraceIDField(buf, id)
 		}
-		buf = append(buf, spans[i].Raw...)
+		if f&flagNoTimes != 0 {
+			at := int(s.TimesAt) - 1
+			buf = append(appendTimes(append(buf, s.Raw[:at]...), s), s.Raw[at:]...)
+		} else {
+			buf = append(buf, s.Raw...)
+		}
 		if f&flagTraceIDLast != 0 {
 			buf = appendTraceIDField(buf, id)
 		}
-		spans[i].Flags = f &^ (flagNoTraceID | flagTraceIDLast)
-		spans[i].Raw = buf[off:len(buf):len(buf)]
+		s.Flags = f &^ (flagNoTraceID | flagTraceIDLast | flagNoTimes | flagEndFirst)
+		s.TimesAt = 0
+		s.Raw = buf[off:len(buf):len(buf)]
 	}
 }

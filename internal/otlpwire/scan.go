@@ -40,6 +40,12 @@ type SpanInfo struct {
 	Start, End uint64
 	Kind       int32
 	StatusCode int32
+	// TimesAt is where in Raw the start_time_unix_nano and end_time_unix_nano
+	// fields begin when they are next to each other, in either order, each
+	// a one-byte tag and 8 bytes (18 bytes in all), and are the fields Start
+	// and End were read from; -1 otherwise. A buffer can leave them out and
+	// put them back from Start and End.
+	TimesAt int
 }
 
 // Visitor receives what Scan finds. Scope is called before the spans of each
@@ -226,7 +232,8 @@ func scanScopeSpans(buf []byte, v Visitor, sc *ScopeInfo, si *SpanInfo) error {
 //	}
 //	message Status { reserved 1; string message = 2; StatusCode code = 3; }
 func ScanSpan(raw []byte, si *SpanInfo) error {
-	*si = SpanInfo{Raw: raw}
+	*si = SpanInfo{Raw: raw, TimesAt: -1}
+	startAt, endAt := -1, -1 // where the fields Start and End were read from begin
 	for i := 0; i < len(raw); {
 		var num protowire.Number
 		var val []byte
@@ -250,10 +257,12 @@ func ScanSpan(raw []byte, si *SpanInfo) error {
 			goto store
 		case c == 7<<3|byte(protowire.Fixed64Type) && i+9 <= len(raw):
 			si.Start = binary.LittleEndian.Uint64(raw[i+1:])
+			startAt = i
 			i += 9
 			continue
 		case c == 8<<3|byte(protowire.Fixed64Type) && i+9 <= len(raw):
 			si.End = binary.LittleEndian.Uint64(raw[i+1:])
+			endAt = i
 			i += 9
 			continue
 		case c == 6<<3|byte(protowire.VarintType) && i+1 < len(raw) && raw[i+1] < 0x80:
@@ -281,9 +290,9 @@ func ScanSpan(raw []byte, si *SpanInfo) error {
 		case 6:
 			si.Kind = int32(x)
 		case 7:
-			si.Start = x
+			si.Start, startAt = x, -1 // not in the one-byte-tag form
 		case 8:
-			si.End = x
+			si.End, endAt = x, -1
 		case 15:
 			code, err := statusCode(val)
 			if err != nil {
@@ -291,6 +300,9 @@ func ScanSpan(raw []byte, si *SpanInfo) error {
 			}
 			si.StatusCode = code
 		}
+	}
+	if startAt >= 0 && endAt >= 0 && (endAt == startAt+9 || startAt == endAt+9) {
+		si.TimesAt = min(startAt, endAt)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"google.golang.org/protobuf/encoding/protowire"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -168,6 +169,7 @@ func agree(t *testing.T, buf []byte) bool {
 	}
 	for i, w := range want {
 		g := c.spans[i]
+		checkTimesAt(t, i, &g)
 		tid, sid, pid := w.TraceID(), w.SpanID(), w.ParentSpanID()
 		if !bytes.Equal(padID(g.TraceID, 16), tid[:]) || !bytes.Equal(padID(g.SpanID, 8), sid[:]) ||
 			!bytes.Equal(padID(g.ParentID, 8), pid[:]) {
@@ -190,6 +192,27 @@ func agree(t *testing.T, buf []byte) bool {
 	return true
 }
 
+// checkTimesAt checks what SpanInfo.TimesAt promises: where it points, the
+// two time fields, one-byte tags and 8 bytes each, in either order, holding
+// Start and End.
+func checkTimesAt(t *testing.T, i int, g *SpanInfo) {
+	t.Helper()
+	at := g.TimesAt
+	if at < 0 {
+		return
+	}
+	if at+18 > len(g.Raw) {
+		t.Fatalf("span %d: TimesAt %d past the span's %d bytes", i, at, len(g.Raw))
+	}
+	f := g.Raw[at : at+18]
+	a, b := binary.LittleEndian.Uint64(f[1:9]), binary.LittleEndian.Uint64(f[10:18])
+	startFirst := f[0] == 0x39 && f[9] == 0x41 && a == g.Start && b == g.End
+	endFirst := f[0] == 0x41 && f[9] == 0x39 && a == g.End && b == g.Start
+	if !startFirst && !endFirst {
+		t.Fatalf("span %d: at TimesAt %d, % x; want the time fields of %d..%d", i, at, f, g.Start, g.End)
+	}
+}
+
 // padID maps a wrong-length ID the way pdata does: pdata rejects wrong
 // lengths, so only valid ones reach the comparison; empty reads as zero.
 func padID(b []byte, n int) []byte {
@@ -206,6 +229,46 @@ func TestScanMatchesPdata(t *testing.T) {
 		if !agree(t, buf) {
 			t.Fatal("pdata rejected its own encoding")
 		}
+		// pdata writes both times, next to each other.
+		var c collect
+		if err := Scan(buf, &c); err != nil {
+			t.Fatal(err)
+		}
+		for i := range c.spans {
+			if c.spans[i].TimesAt < 0 {
+				t.Fatalf("span %d: time fields not found in pdata's encoding", i)
+			}
+		}
+	}
+}
+
+// TestScanTimesAt covers the forms around the time fields: either order,
+// apart, repeated, absent, or written with a multi-byte tag.
+func TestScanTimesAt(t *testing.T) {
+	ts := func(tag byte, v uint64) []byte { return binary.LittleEndian.AppendUint64([]byte{tag}, v) }
+	name := []byte{0x2a, 1, 'x'}
+	cases := []struct {
+		name string
+		raw  []byte
+		at   int
+	}{
+		{"start, end", slices.Concat(name, ts(0x39, 5), ts(0x41, 9)), 3},
+		{"end, start", slices.Concat(ts(0x41, 9), ts(0x39, 5), name), 0},
+		{"apart", slices.Concat(ts(0x39, 5), name, ts(0x41, 9)), -1},
+		{"start only", slices.Concat(name, ts(0x39, 5)), -1},
+		{"start repeated, the last next to end", slices.Concat(ts(0x39, 1), name, ts(0x39, 5), ts(0x41, 9)), 12},
+		{"start repeated after the pair", slices.Concat(ts(0x39, 5), ts(0x41, 9), name, ts(0x39, 7)), -1},
+		{"end with a two-byte tag", slices.Concat(ts(0x39, 5), []byte{0xc1, 0x00}, ts(0x41, 9)[1:]), -1},
+	}
+	for _, tc := range cases {
+		var si SpanInfo
+		if err := ScanSpan(tc.raw, &si); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if si.TimesAt != tc.at {
+			t.Errorf("%s: TimesAt %d, want %d", tc.name, si.TimesAt, tc.at)
+		}
+		checkTimesAt(t, 0, &si)
 	}
 }
 
