@@ -90,17 +90,17 @@ func produce(ctx context.Context, bin, dir, brokers, topic string, traces int, s
 	return parseGen(out)
 }
 
-// readAll reads every record of topic once, from the start of each
-// partition, with a plain consumer (no group), and returns how many it read.
+// readAll reads topic once, from the start of each partition, with a plain
+// consumer (no group), until it has read all its records.
 // The broker's first reads of a backlog it has just taken in cost it more
 // than the later ones (measured: 2.5 CPU-s against 1.1 for the same
 // drain), and the broker shares the machine's two cores with the sampler
 // being measured; only the first sampler to run would meet that.
-func readAll(ctx context.Context, brokers, topic string, records int64) (int64, error) {
+func readAll(ctx context.Context, brokers, topic string, records int64) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -109,14 +109,14 @@ func readAll(ctx context.Context, brokers, topic string, records int64) (int64, 
 	for n < records {
 		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			return n, fmt.Errorf("read %d of %d records: %w", n, records, err)
+			return fmt.Errorf("read %d of %d records: %w", n, records, err)
 		}
 		for _, e := range fs.Errors() {
-			return n, fmt.Errorf("reading %s/%d: %w", e.Topic, e.Partition, e.Err)
+			return fmt.Errorf("reading %s/%d: %w", e.Topic, e.Partition, e.Err)
 		}
 		n += int64(fs.NumRecords())
 	}
-	return n, nil
+	return nil
 }
 
 // topicEnd is the sum of the topic's log end offsets: its records.

@@ -200,7 +200,7 @@ func bench(ctx context.Context, o options, stdout, stderr io.Writer) (err error)
 	if err != nil {
 		return err
 	}
-	if _, err := readAll(ctx, addr, topic, records); err != nil {
+	if err := readAll(ctx, addr, topic, records); err != nil {
 		return fmt.Errorf("reading the backlog once: %w", err)
 	}
 	after, err := brk.cpu()

@@ -33,7 +33,7 @@ import (
 // Size is the unit the kernel backs a marked range in.
 const Size = 2 << 20
 
-// errNotMadvise reasons why BackHeap did nothing.
+// Why BackHeap does nothing under the kernel's other policies.
 var (
 	errAlways = errors.New("the kernel backs all anonymous memory with huge pages already (transparent_hugepage: always)")
 	errNever  = errors.New("transparent huge pages are off (transparent_hugepage: never)")

@@ -11,9 +11,9 @@ import (
 	"unsafe"
 )
 
-var once struct {
-	sync.Mutex
-	done   bool
+// first is BackHeap's one action and its result.
+var first struct {
+	once   sync.Once
 	marked int64
 	err    error
 }
@@ -25,14 +25,8 @@ var once struct {
 // the heap is small, and not with a memory limit (GOMEMLIMIT) below twice
 // size, which it declines.
 func BackHeap(size int64) (int64, error) {
-	once.Lock()
-	defer once.Unlock()
-	if once.done {
-		return once.marked, once.err
-	}
-	once.done = true
-	once.marked, once.err = backHeap(size)
-	return once.marked, once.err
+	first.once.Do(func() { first.marked, first.err = backHeap(size) })
+	return first.marked, first.err
 }
 
 func backHeap(size int64) (int64, error) {
