@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -24,7 +25,7 @@ func clusterProc(t *testing.T, brokers, dir, name, gossip, join string) *exec.Cm
 	args := []string{"run", "--brokers", brokers, "--group", "cluster", "--node-id", name,
 		"--archive", "file://" + dir, "--archive-roll-age", "1s", "--quiet-period", "1s", "--max-wait", "10s",
 		"--http-addr", freeAddr(t), "--log-level", "warn", "--grace-period", "20s", "--kafka-session-timeout", "6s", "--kafka-rebalance-timeout", "10s",
-		"--gossip-addr", gossip, "--forward-addr", freeAddr(t)}
+		"--gossip-addr", gossip, "--forward-addr", freeAddr(t), "--cluster-secret-key-file", testClusterKey(t, dir)}
 	if join != "" {
 		args = append(args, "--join", join)
 	}
@@ -35,6 +36,17 @@ func clusterProc(t *testing.T, brokers, dir, name, gossip, join string) *exec.Cm
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return cmd
+}
+
+// testClusterKey returns the key file shared by the nodes whose archive
+// is dir, beside it, writing it on first use.
+func testClusterKey(t *testing.T, dir string) string {
+	t.Helper()
+	p := dir + ".cluster.key"
+	if _, err := os.Stat(p); err != nil {
+		writeFile(t, filepath.Dir(p), filepath.Base(p), []byte("tailsift-test-cluster-key-32byte\n"))
+	}
+	return p
 }
 
 // splits counts the archived traces by how they were decided. A decision
