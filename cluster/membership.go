@@ -186,6 +186,8 @@ func JoinContext(ctx context.Context, cfg Config, onChange func(members map[stri
 			n, err := ml.Join(cfg.Join)
 			if n == 0 {
 				ml.Shutdown()
+				// memberlist's error lists one line per address.
+				err = errors.New(strings.Join(strings.Fields(err.Error()), " "))
 				joined <- fmt.Errorf("cluster: join %v: %w (are those gossip addresses of running nodes, and is cluster.secret_key_file the same key as theirs? leave join empty on the first node)", cfg.Join, err)
 				return
 			}
