@@ -345,6 +345,21 @@ func startClusterNode(t *testing.T, brokers, dir, name, join string, extra ...st
 	return n
 }
 
+// startFirstKeyedNode starts a broker and node n0 of a cluster with a key,
+// and waits until n0 serves HTTP.
+func startFirstKeyedNode(t *testing.T) (b *broker.Broker, dir, key string, n0 *clusterNodeProc) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts node processes")
+	}
+	b, _ = startBroker(t, 4)
+	dir = t.TempDir()
+	key = testClusterKey(t, dir)
+	n0 = startClusterNode(t, b.Addr(), dir, "n0", "", "--cluster-secret-key-file", key)
+	waitHealthy(t, n0.http, time.Minute)
+	return b, dir, key, n0
+}
+
 // vmRSS returns the resident memory of process pid in bytes.
 func vmRSS(t *testing.T, pid int) int64 {
 	t.Helper()
@@ -427,14 +442,7 @@ func rawPeer(t *testing.T, addr string, send []byte) (types []byte, bodies [][]b
 // a batch or an ack, nor pass for a member, and are not told the node's
 // ID; and 2,000 unauthenticated connections cost the node little memory.
 func TestClusterKeyKeepsOutsidersOut(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts node processes")
-	}
-	b, _ := startBroker(t, 4)
-	dir := t.TempDir()
-	key := testClusterKey(t, dir)
-	n0 := startClusterNode(t, b.Addr(), dir, "n0", "", "--cluster-secret-key-file", key)
-	waitHealthy(t, n0.http, time.Minute)
+	b, dir, key, n0 := startFirstKeyedNode(t)
 	startClusterNode(t, b.Addr(), dir, "n1", n0.gossip, "--cluster-secret-key-file", key)
 	members := func() float64 { return scrape(t, n0.http, "tailsift_cluster_members") }
 	waitFor(t, time.Minute, func() bool { return members() == 2 })
@@ -597,15 +605,8 @@ func TestClusterNeedsKey(t *testing.T) {
 // timeout; SIGTERM while a join waits on a member that never answers stops
 // the node within its grace period.
 func TestClusterJoinFailureExits(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts node processes")
-	}
-	b, _ := startBroker(t, 4)
-	dir := t.TempDir()
-	key := testClusterKey(t, dir)
+	b, dir, key, n0 := startFirstKeyedNode(t)
 	otherKey := writeFile(t, t.TempDir(), "other.key", []byte("another-key-of-32-bytes-for-test"))
-	n0 := startClusterNode(t, b.Addr(), dir, "n0", "", "--cluster-secret-key-file", key)
-	waitHealthy(t, n0.http, time.Minute)
 
 	// memberlist's TCP timeout, per member address (DefaultLANConfig).
 	const joinTimeout = 10 * time.Second
