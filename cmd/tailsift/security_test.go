@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -512,6 +513,9 @@ func TestClusterKeyKeepsOutsidersOut(t *testing.T) {
 	})
 
 	t.Run("2000 unauthenticated connections", func(t *testing.T) {
+		if runtime.GOOS != "linux" {
+			t.Skip("reads /proc/<pid>/status")
+		}
 		pid := n0.cmd.Process.Pid
 		refused := func() float64 { return scrapeMetrics(t, n0.http).sum("tailsift_cluster_refused_connections_total") }
 		before, refusedBefore := vmRSS(t, pid), refused()
