@@ -94,7 +94,7 @@ type TransportConfig struct {
 	// the default of 1024 leaves room for large clusters.
 	MaxConns int
 	// MaxPendingConns caps inbound connections still in the handshake;
-	// one more is closed at once. Peers authenticate in one round trip,
+	// one more is closed at once. Peers authenticate in two round trips,
 	// so only a burst of (re)connecting nodes comes close. It bounds
 	// what anyone who can reach the port can make this node hold
 	// without the key. Default 64.
