@@ -2,7 +2,7 @@
 # The topology of docker-compose.yml as plain processes on 127.0.0.1: an
 # embedded Kafka broker (`tailsift broker`), an S3 server (versitygw, if
 # installed; otherwise a local directory), three `tailsift run` nodes joined
-# by gossip, and one bounded `tailsift gen`. It waits until the nodes have
+# by gossip under a random cluster key, and one bounded `tailsift gen`. It waits until the nodes have
 # decided and archived everything, prints what each node received, forwarded
 # and kept (from /metrics) and what the archive holds (bench/archivestat),
 # then stops everything it started.
@@ -90,6 +90,9 @@ else
 	log "archive $archive (versitygw not installed)"
 fi
 
+# The cluster key the nodes share: 24 random bytes, base64 (32 bytes).
+(umask 077 && head -c 24 /dev/urandom | base64 >"$work/cluster.key")
+
 declare -a gossip forward http
 for i in 1 2 3; do
 	gossip[i]=$(freeport) forward[i]=$(freeport) http[i]=$(freeport)
@@ -99,6 +102,7 @@ for i in 1 2 3; do
 		TAILSIFT_ARCHIVE_SPOOL_DIR="$work/spool-$i" \
 		"$work/tailsift" run --node-id "tailsift-$i" --group tailsift \
 		--gossip-addr "127.0.0.1:${gossip[i]}" --forward-addr "127.0.0.1:${forward[i]}" \
+		--cluster-secret-key-file "$work/cluster.key" \
 		--http-addr "127.0.0.1:${http[i]}" --archive-roll-age 2s "${join[@]}" >"$work/node-$i.log" 2>&1 &
 	pids+=($!)
 	waitport "${http[i]}" 30

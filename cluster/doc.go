@@ -16,7 +16,7 @@
 //	tr, err := cluster.NewTransport(cluster.TransportConfig{NodeID: id, ListenAddr: fwd,
 //		Resolve: func(n string) (string, bool) { return ms.ForwardAddr(n) }}, h)
 //	h.Route = router.NewRoute(smp, tr, rm, log) // before Serve: Acked comes through it
-//	ms, err = cluster.Join(cluster.Config{NodeID: id, ForwardAddr: tr.Addr(), ...},
+//	ms, err = cluster.JoinContext(ctx, cluster.Config{NodeID: id, ForwardAddr: tr.Addr(), ...},
 //		func(m map[string]string) {
 //			h.Route.SetRing(cluster.NewRing(id, slices.Collect(maps.Keys(m))))
 //			// and tr.Forget(n) for every n that left
@@ -42,5 +42,10 @@
 //
 // With a secret key, Membership encrypts gossip (memberlist's AES-GCM) and
 // Transport refuses peers that fail an HMAC-SHA256 challenge/response.
-// Transport traffic itself is not encrypted.
+// Transport traffic itself is not encrypted. Before a connection is
+// authenticated Transport reads only handshake frames (at most
+// maxHandshakeFrame bytes, into a fixed buffer) under HandshakeTimeout,
+// and holds at most MaxPendingConns such connections; only then does a
+// connection get its batch buffers. Without a key every caller passes, so
+// cmd refuses to run a cluster without one unless told it is insecure.
 package cluster

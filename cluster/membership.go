@@ -114,6 +114,17 @@ type Membership struct {
 // a node that silently formed a cluster of its own would own traces the
 // real cluster also owns.
 func Join(cfg Config, onChange func(members map[string]string)) (*Membership, error) {
+	return JoinContext(context.Background(), cfg, onChange)
+}
+
+// JoinContext is Join that gives up when ctx ends (a signal during
+// start-up), returning ctx's error at once. Contacting a member that does
+// not answer takes up to memberlist's TCP timeout per address; the
+// abandoned attempt then shuts its gossip down by itself.
+//
+// onChange is first called once the join succeeded, never during it, so
+// a failed or abandoned join waits for nothing onChange waits for.
+func JoinContext(ctx context.Context, cfg Config, onChange func(members map[string]string)) (*Membership, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -133,7 +144,7 @@ func Join(cfg Config, onChange func(members map[string]string)) (*Membership, er
 
 	host, portStr, _ := net.SplitHostPort(cfg.GossipAddr)
 	port, _ := strconv.Atoi(portStr)
-	host, err := resolveHost(host)
+	host, err := resolveHost(ctx, host)
 	if err != nil {
 		return nil, err
 	}
@@ -169,28 +180,50 @@ func Join(cfg Config, onChange func(members map[string]string)) (*Membership, er
 		return nil, fmt.Errorf("cluster: start gossip on %s: %w", cfg.GossipAddr, err)
 	}
 	m.ml = ml
-	go m.notify()
 	if len(cfg.Join) > 0 {
-		n, err := ml.Join(cfg.Join)
-		if n == 0 {
-			m.Shutdown()
-			return nil, fmt.Errorf("cluster: join %v: %w (are those gossip addresses of running nodes? leave join empty on the first node)", cfg.Join, err)
-		}
-		if err != nil {
-			lg.Warn("some members could not be reached at join", "joined", n, "err", err)
+		joined := make(chan error, 1)
+		go func() {
+			n, err := ml.Join(cfg.Join)
+			if n == 0 {
+				ml.Shutdown()
+				// memberlist's error lists one line per address.
+				err = errors.New(strings.Join(strings.Fields(err.Error()), " "))
+				joined <- fmt.Errorf("cluster: join %v: %w (are those gossip addresses of running nodes, and is cluster.secret_key_file the same key as theirs? leave join empty on the first node)", cfg.Join, err)
+				return
+			}
+			if err != nil {
+				lg.Warn("some members could not be reached at join", "joined", n, "err", err)
+			}
+			joined <- nil
+		}()
+		select {
+		case err := <-joined:
+			if err != nil {
+				return nil, err
+			}
+		case <-ctx.Done():
+			go func() {
+				if <-joined == nil {
+					ml.Shutdown()
+				}
+			}()
+			return nil, fmt.Errorf("cluster: join %v: %w", cfg.Join, context.Cause(ctx))
 		}
 	}
+	// Members that arrived meanwhile are signalled on m.changed; the
+	// notifier reports them first.
+	go m.notify()
 	return m, nil
 }
 
 // resolveHost returns host if it is an IP address, else the first address
 // it resolves to, IPv4 first: memberlist binds and advertises IPs, and a
 // peer must reach this node at the address it advertises.
-func resolveHost(host string) (string, error) {
+func resolveHost(ctx context.Context, host string) (string, error) {
 	if net.ParseIP(host) != nil {
 		return host, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	if err != nil || len(ips) == 0 {

@@ -84,6 +84,21 @@ type TransportConfig struct {
 	// MaxBatchBytes is the largest batch accepted, uncompressed. Larger
 	// ones are refused by the sender and the receiver. Default 64 MiB.
 	MaxBatchBytes int
+	// HandshakeTimeout bounds how long an inbound connection may take to
+	// authenticate; past it the connection is closed. A peer needs a few
+	// round trips, so it is short: what holds a connection open without
+	// the key is held no longer than this. Default 3s.
+	HandshakeTimeout time.Duration
+	// MaxConns caps inbound connections, authenticated or not; one more
+	// is closed at once. A peer keeps one connection to this node, so
+	// the default of 1024 leaves room for large clusters.
+	MaxConns int
+	// MaxPendingConns caps inbound connections still in the handshake;
+	// one more is closed at once. Peers authenticate in two round trips,
+	// so only a burst of (re)connecting nodes comes close. It bounds
+	// what anyone who can reach the port can make this node hold
+	// without the key. Default 64.
+	MaxPendingConns int
 
 	// noCompression sends batches raw (benchmarks compare both).
 	noCompression bool
@@ -108,6 +123,15 @@ func (c *TransportConfig) applyDefaults() {
 	if c.MaxBatchBytes == 0 {
 		c.MaxBatchBytes = 64 << 20
 	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 3 * time.Second
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 1024
+	}
+	if c.MaxPendingConns == 0 {
+		c.MaxPendingConns = 64
+	}
 }
 
 func (c *TransportConfig) validate() error {
@@ -127,7 +151,10 @@ func (c *TransportConfig) validate() error {
 	if c.MaxInFlight < 1 {
 		errs = append(errs, "cluster.max_in_flight: must be at least 1")
 	}
-	if c.SendTimeout < 0 || c.DialTimeout < 0 {
+	if c.MaxConns < 1 || c.MaxPendingConns < 1 {
+		errs = append(errs, "cluster: connection caps must be at least 1")
+	}
+	if c.SendTimeout < 0 || c.DialTimeout < 0 || c.HandshakeTimeout < 0 {
 		errs = append(errs, "cluster: timeouts must be positive")
 	}
 	if c.MaxBatchBytes < 1<<10 || c.MaxBatchBytes > 1<<30 {
@@ -177,6 +204,7 @@ type Transport struct {
 	mu      sync.Mutex
 	peers   map[string]*peer      // outbound, by node ID
 	inbound map[net.Conn]struct{} // accepted connections, closed by Serve on exit
+	pending int                   // of inbound, those not yet authenticated
 	serving bool
 }
 
@@ -685,8 +713,25 @@ func (t *Transport) Serve(ctx context.Context) error {
 			nc.Close()
 			break
 		}
-		t.inbound[nc] = struct{}{}
+		// Over a cap the connection is closed before anything is read
+		// or allocated for it.
+		refused := ""
+		switch {
+		case len(t.inbound) >= t.cfg.MaxConns:
+			refused = refusedTooMany
+		case t.pending >= t.cfg.MaxPendingConns:
+			refused = refusedTooManyNew
+		default:
+			t.inbound[nc] = struct{}{}
+			t.pending++
+		}
 		t.mu.Unlock()
+		if refused != "" {
+			nc.Close()
+			t.m.refused.WithLabelValues(refused).Inc()
+			t.log.Warn("refused peer connection over the cap", "remote", nc.RemoteAddr().String(), "reason", refused)
+			continue
+		}
 		conns.Go(func() {
 			t.serveConn(ctx, nc)
 			t.mu.Lock()
@@ -702,19 +747,41 @@ func (t *Transport) Serve(ctx context.Context) error {
 
 // serveConn is the goroutine of one inbound connection: it owns the
 // connection's reads and writes.
+//
+// Until the peer is authenticated, the connection costs a small fixed
+// amount: its goroutine, a handshake-sized read buffer and one frame
+// buffer of maxHandshakeFrame bytes. Only then does it get the buffers
+// batches need.
 func (t *Transport) serveConn(ctx context.Context, nc net.Conn) {
-	br := bufio.NewReaderSize(nc, 64<<10)
-	nc.SetDeadline(time.Now().Add(t.cfg.DialTimeout))
-	from, err := serverHandshake(nc, br, t.cfg.SecretKey, t.cfg.NodeID)
+	hs := bufio.NewReaderSize(nc, maxHandshakeFrame)
+	nc.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	from, err := serverHandshake(nc, hs, t.cfg.SecretKey, t.cfg.NodeID)
+	t.mu.Lock()
+	t.pending--
+	t.mu.Unlock()
 	if err != nil {
-		t.m.handshakeFailures.Inc()
+		reason := refusedIncomplete
 		var ref *errRefused
-		if errors.As(err, &ref) || errors.Is(err, errProtocol) {
-			t.log.Warn("refused peer connection", "remote", nc.RemoteAddr().String(), "err", err)
+		var ne net.Error
+		switch {
+		case errors.As(err, &ref):
+			reason = ref.reason
+		case errors.Is(err, errProtocol):
+			reason = refusedProtocol
+		case errors.As(err, &ne) && ne.Timeout():
+			reason = refusedTimeout
+		}
+		t.m.refused.WithLabelValues(reason).Inc()
+		if reason != refusedIncomplete {
+			t.log.Warn("refused peer connection", "remote", nc.RemoteAddr().String(), "reason", reason, "err", err)
 		}
 		return
 	}
 	nc.SetDeadline(time.Time{})
+	// The handshake buffer holds nothing more (the peer waits for the
+	// welcome before it sends a request), and a large read passes
+	// through it without a copy.
+	br := bufio.NewReaderSize(hs, 64<<10)
 	log := t.log.With("peer", from)
 	log.Debug("peer connected", "remote", nc.RemoteAddr().String())
 	limit := max(maxControlFrame, 1+s2.MaxEncodedLen(t.cfg.MaxBatchBytes)+17)
@@ -799,14 +866,14 @@ func (t *Transport) decodeBatch(enc byte, p []byte) ([]byte, error) {
 
 // TransportMetrics count peer traffic.
 type TransportMetrics struct {
-	sentBytes         prometheus.Counter
-	sentRawBytes      prometheus.Counter
-	sentBatches       prometheus.Counter
-	sendErrors        prometheus.Counter
-	dialErrors        prometheus.Counter
-	recvBytes         prometheus.Counter
-	recvBatches       prometheus.Counter
-	handshakeFailures prometheus.Counter
+	sentBytes    prometheus.Counter
+	sentRawBytes prometheus.Counter
+	sentBatches  prometheus.Counter
+	sendErrors   prometheus.Counter
+	dialErrors   prometheus.Counter
+	recvBytes    prometheus.Counter
+	recvBatches  prometheus.Counter
+	refused      *prometheus.CounterVec
 }
 
 // NewTransportMetrics creates the transport metrics and registers them with
@@ -816,18 +883,20 @@ func NewTransportMetrics(reg prometheus.Registerer) *TransportMetrics {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_cluster_" + name, Help: help})
 	}
 	m := &TransportMetrics{
-		sentBytes:         c("sent_bytes_total", "Bytes of batch frames written to peers, after compression."),
-		sentRawBytes:      c("sent_raw_bytes_total", "Bytes of batches peers took, before compression."),
-		sentBatches:       c("sent_batches_total", "Batches peers took."),
-		sendErrors:        c("send_errors_total", "Sends and acks that failed: unreachable peer, refusal or timeout."),
-		dialErrors:        c("dial_errors_total", "Failed connection attempts to peers, handshakes included."),
-		recvBytes:         c("received_bytes_total", "Bytes of batch frames read from peers."),
-		recvBatches:       c("received_batches_total", "Batches received from peers and passed to the handler."),
-		handshakeFailures: c("handshake_failures_total", "Inbound connections that failed or were refused at the handshake (wrong key, wrong node)."),
+		sentBytes:    c("sent_bytes_total", "Bytes of batch frames written to peers, after compression."),
+		sentRawBytes: c("sent_raw_bytes_total", "Bytes of batches peers took, before compression."),
+		sentBatches:  c("sent_batches_total", "Batches peers took."),
+		sendErrors:   c("send_errors_total", "Sends and acks that failed: unreachable peer, refusal or timeout."),
+		dialErrors:   c("dial_errors_total", "Failed connection attempts to peers, handshakes included."),
+		recvBytes:    c("received_bytes_total", "Bytes of batch frames read from peers."),
+		recvBatches:  c("received_batches_total", "Batches received from peers and passed to the handler."),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tailsift_cluster_refused_connections_total",
+			Help: "Inbound peer connections closed before they authenticated, by reason: too_many_connections, too_many_unauthenticated, handshake_timeout, handshake_incomplete, protocol, version, key_mismatch, wrong_node."},
+			[]string{"reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.sentBytes, m.sentRawBytes, m.sentBatches, m.sendErrors, m.dialErrors,
-			m.recvBytes, m.recvBatches, m.handshakeFailures)
+			m.recvBytes, m.recvBatches, m.refused)
 	}
 	return m
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tailsift/tailsift/router"
 )
 
@@ -283,15 +285,16 @@ func TestTransportAuth(t *testing.T) {
 }
 
 // TestTransportRefusesForgedProof plays a client that ignores the server's
-// MAC and answers with a made-up proof, and a client addressing the wrong
-// node: the server must refuse both before reading any request.
+// MAC and answers with a made-up proof, to the right node and to another:
+// the server must refuse both before reading any request, and without
+// saying which node it is.
 func TestTransportRefusesForgedProof(t *testing.T) {
 	var dir directory
 	h := newRecorder()
 	srv := startTransport(t, &dir, "srv", "", []byte("0123456789abcdef"), h)
 	for _, c := range []struct{ name, to, want string }{
 		{"forged proof", "srv", "secret key mismatch"},
-		{"wrong node", "other", `this is node "srv", not "other"`},
+		{"forged proof to another node", "other", "secret key mismatch"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			nc, err := net.Dial("tcp", srv.Addr())
@@ -331,6 +334,68 @@ func TestTransportRefusesForgedProof(t *testing.T) {
 	}
 	if h.count() != 0 {
 		t.Fatal("a refused client got a batch handled")
+	}
+}
+
+// TestTransportWrongNodeNotNamed: a client holding the key that addresses
+// another node is refused, and the refusal does not name this node.
+func TestTransportWrongNodeNotNamed(t *testing.T) {
+	var dir directory
+	key := []byte("0123456789abcdef")
+	srv := startTransport(t, &dir, "srv", "", key, newRecorder())
+	nc, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	err = clientHandshake(nc, bufio.NewReader(nc), key, "cli", "other")
+	if err == nil || !strings.Contains(err.Error(), "not the one addressed") || strings.Contains(err.Error(), "srv") {
+		t.Fatalf("handshake to the wrong node: %v; want a refusal that does not name the node", err)
+	}
+}
+
+// TestTransportConnectionCaps holds MaxPendingConns connections open
+// without a word: one more is closed at once and counted; once the idle
+// ones reach the handshake timeout, a peer with the key gets through.
+func TestTransportConnectionCaps(t *testing.T) {
+	var dir directory
+	key := []byte("0123456789abcdef")
+	h := newRecorder()
+	m := NewTransportMetrics(nil)
+	srv := startTransport(t, &dir, "srv", "", key, h, func(c *TransportConfig) {
+		c.MaxPendingConns, c.HandshakeTimeout, c.Metrics = 4, time.Second, m
+	})
+	refused := func(reason string) float64 { return testutil.ToFloat64(m.refused.WithLabelValues(reason)) }
+	var idle []net.Conn
+	for range 4 {
+		nc, err := net.Dial("tcp", srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		idle = append(idle, nc)
+	}
+	// The server takes them in order, so the fifth finds the slots full.
+	eventually(t, 10*time.Second, "the fifth connection closed at once", func() bool {
+		nc, err := net.Dial("tcp", srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = nc.Read(make([]byte, 1))
+		return errors.Is(err, io.EOF) && refused(refusedTooManyNew) > 0
+	})
+	eventually(t, 10*time.Second, "idle connections timed out", func() bool { return refused(refusedTimeout) >= 4 })
+	cl := startTransport(t, &dir, "cli", "", key, newRecorder())
+	if err := cl.Send(context.Background(), "srv", []byte("spans"), 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, nc := range idle {
+		if _, err := nc.Read(make([]byte, 1)); err == nil {
+			t.Error("an idle connection got an answer")
+		}
 	}
 }
 

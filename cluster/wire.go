@@ -26,6 +26,9 @@ import (
 //	welcome    server → client  status, message (also sent instead of a
 //	                            challenge when the server refuses at once)
 //
+// Handshake frames are at most maxHandshakeFrame bytes. The server checks
+// that it is the node addressed only once the proof checks out.
+//
 // then the client sends requests and the server answers each with a receipt
 // carrying the request's id, in any order:
 //
@@ -50,9 +53,15 @@ const (
 const (
 	protoVersion = 1
 	nonceLen     = 16
-	// maxControlFrame bounds every frame but batches: handshakes, acks,
-	// receipts. Acks are split to stay under it.
+	// maxControlFrame bounds every frame but batches and handshakes: acks
+	// and receipts. Acks are split to stay under it.
 	maxControlFrame = 1 << 20
+	// maxHandshakeFrame bounds the frames of the handshake, the only ones
+	// read before the peer is authenticated: a hello with two node IDs of
+	// 255 bytes is 529 bytes. Whoever can reach the port can send them, so
+	// they are read into a fixed buffer of this size and nothing larger is
+	// allocated for them.
+	maxHandshakeFrame = 1024
 	// maxAckSeqs is how many sequence numbers one ack frame carries.
 	maxAckSeqs = (maxControlFrame - 64) / 8
 
@@ -147,7 +156,8 @@ func clientHandshake(c net.Conn, br *bufio.Reader, key []byte, from, to string) 
 	if _, err := c.Write(endFrame(b, st)); err != nil {
 		return err
 	}
-	typ, body, _, err := readFrame(br, nil, maxControlFrame)
+	var buf [maxHandshakeFrame]byte
+	typ, body, _, err := readFrame(br, buf[:0], maxHandshakeFrame)
 	if err != nil {
 		return err
 	}
@@ -173,7 +183,7 @@ func clientHandshake(c net.Conn, br *bufio.Reader, key []byte, from, to string) 
 	if _, err := c.Write(endFrame(b, st)); err != nil {
 		return err
 	}
-	typ, body, _, err = readFrame(br, nil, maxControlFrame)
+	typ, body, _, err = readFrame(br, buf[:0], maxHandshakeFrame)
 	if err != nil {
 		return err
 	}
@@ -193,16 +203,33 @@ func welcomeErr(body []byte) error {
 	return fmt.Errorf("peer refused the connection: %s", body[1:])
 }
 
-// errRefused is a handshake the server turned down; the message says why
-// and is sent to the client.
-type errRefused struct{ msg string }
+// errRefused is a handshake the server turned down: msg is sent to the
+// client, reason labels the refusal in metrics.
+type errRefused struct{ reason, msg string }
 
 func (e *errRefused) Error() string { return "refused peer: " + e.msg }
 
+// Reasons a connection is refused, the label values of
+// tailsift_cluster_refused_connections_total.
+const (
+	refusedTooMany     = "too_many_connections"     // past MaxConns
+	refusedTooManyNew  = "too_many_unauthenticated" // past MaxPendingConns
+	refusedTimeout     = "handshake_timeout"
+	refusedIncomplete  = "handshake_incomplete" // the client hung up
+	refusedProtocol    = "protocol"             // malformed or oversized frames
+	refusedVersion     = "version"
+	refusedKeyMismatch = "key_mismatch"
+	refusedWrongNode   = "wrong_node"
+)
+
 // serverHandshake runs the server side and returns the authenticated (when
-// key is set) node ID of the client.
+// key is set) node ID of the client. It allocates nothing per frame: every
+// frame is read into one fixed buffer of maxHandshakeFrame bytes. Nothing
+// the server says before the proof checks out names this node, so a
+// caller without the key learns nothing from it.
 func serverHandshake(c net.Conn, br *bufio.Reader, key []byte, self string) (string, error) {
-	typ, body, _, err := readFrame(br, nil, maxControlFrame)
+	var buf [maxHandshakeFrame]byte
+	typ, body, _, err := readFrame(br, buf[:0], maxHandshakeFrame)
 	if err != nil {
 		return "", err
 	}
@@ -210,20 +237,14 @@ func serverHandshake(c net.Conn, br *bufio.Reader, key []byte, self string) (str
 		return "", fmt.Errorf("%w: expected a hello", errProtocol)
 	}
 	if body[0] != protoVersion {
-		return "", refuse(c, fmt.Sprintf("protocol version %d, this node speaks %d; run the same tailsift version on every node", body[0], protoVersion))
+		return "", refuse(c, refusedVersion, fmt.Sprintf("protocol version %d, this node speaks %d; run the same tailsift version on every node", body[0], protoVersion))
 	}
-	cn := body[1 : 1+nonceLen]
+	cn := append([]byte(nil), body[1:1+nonceLen]...)
 	from, rest, ok1 := readString(body[1+nonceLen:])
 	to, _, ok2 := readString(rest)
 	if !ok1 || !ok2 || from == "" {
 		return "", fmt.Errorf("%w: malformed hello", errProtocol)
 	}
-	if to != self {
-		// The address the client resolved now belongs to another node
-		// (a restart with a new ID): it must not deliver here.
-		return "", refuse(c, fmt.Sprintf("this is node %q, not %q", self, to))
-	}
-	cn = append([]byte(nil), cn...)
 	sn := newNonce()
 	b, st := beginFrame(nil, frameChallenge)
 	b = append(b, sn...)
@@ -233,7 +254,7 @@ func serverHandshake(c net.Conn, br *bufio.Reader, key []byte, self string) (str
 	if _, err := c.Write(endFrame(b, st)); err != nil {
 		return "", err
 	}
-	typ, body, _, err = readFrame(br, nil, maxControlFrame)
+	typ, body, _, err = readFrame(br, buf[:0], maxHandshakeFrame)
 	if err != nil {
 		return "", err
 	}
@@ -241,10 +262,15 @@ func serverHandshake(c net.Conn, br *bufio.Reader, key []byte, self string) (str
 		return "", fmt.Errorf("%w: expected a proof", errProtocol)
 	}
 	if len(key) > 0 && !hmac.Equal(body, handshakeMAC(key, "client", cn, sn, from, to)) {
-		return "", refuse(c, "secret key mismatch; configure the same key on every node")
+		return "", refuse(c, refusedKeyMismatch, "secret key mismatch; configure the same key on every node")
 	}
 	if len(key) == 0 && len(body) > 0 {
-		return "", refuse(c, "this node has no secret key but the peer has one; configure the same key on every node")
+		return "", refuse(c, refusedKeyMismatch, "this node has no secret key but the peer has one; configure the same key on every node")
+	}
+	if to != self {
+		// The address the client resolved now belongs to another node
+		// (a restart with a new ID): it must not deliver here.
+		return "", refuse(c, refusedWrongNode, "the node at this address is not the one addressed (it restarted under another node ID?)")
 	}
 	b, st = beginFrame(b[:0], frameWelcome)
 	b = append(b, 0)
@@ -255,12 +281,12 @@ func serverHandshake(c net.Conn, br *bufio.Reader, key []byte, self string) (str
 }
 
 // refuse tells the client why, best effort, and returns the reason.
-func refuse(c net.Conn, msg string) error {
+func refuse(c net.Conn, reason, msg string) error {
 	b, st := beginFrame(nil, frameWelcome)
 	b = append(b, 1)
 	b = append(b, msg...)
 	_, _ = c.Write(endFrame(b, st))
-	return &errRefused{msg}
+	return &errRefused{reason: reason, msg: msg}
 }
 
 func appendReceipt(dst []byte, id uint64, err error) []byte {

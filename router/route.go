@@ -2,6 +2,8 @@ package router
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"google.golang.org/protobuf/encoding/protowire"
 	"log/slog"
@@ -78,12 +80,21 @@ func NewRoute(local Dispatcher, tr Transport, m *RouteMetrics, log *slog.Logger)
 	}
 	r := &Route{local: local, tr: tr, m: m, log: log, inflight: make(map[uint64]*flight), perPeer: make(map[string][]sampler.Item)}
 	r.ackTimeout.Store(int64(DefaultAckTimeout))
-	// Sequence numbers start at the clock, so a restarted process never
-	// reuses one its previous incarnation sent: a peer still holding the
-	// old batch would otherwise acknowledge it to the new process, which
-	// would settle (and commit) a different batch that is not yet safe.
-	r.seq.Store(uint64(time.Now().UnixNano()))
+	// Sequence numbers start at a random point, so a restarted process
+	// does not reuse one its previous incarnation sent (a peer still
+	// holding the old batch would acknowledge it to the new process,
+	// settling a different batch that is not yet safe), and nobody can
+	// guess one to acknowledge a batch its owner never settled.
+	r.seq.Store(randomSeq())
 	return r
+}
+
+// randomSeq returns a random 64-bit start for sequence numbers. Adding
+// to it wraps around in 2^64 sends, which never come.
+func randomSeq() uint64 {
+	var b [8]byte
+	rand.Read(b[:]) // never fails (Go 1.24)
+	return binary.BigEndian.Uint64(b[:])
 }
 
 // DefaultAckTimeout is how long a forwarded batch may wait for its

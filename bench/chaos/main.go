@@ -25,7 +25,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	crand "crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -346,6 +348,23 @@ func waitListening(ctx context.Context, addr string, limit time.Duration) error 
 }
 
 // logFile opens a log for a process in the work directory.
+// clusterKey returns the file of the cluster key the nodes share, writing
+// a random one on first use.
+func (r *run) clusterKey() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := filepath.Join(r.dir, "cluster.key")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	key := make([]byte, 16)
+	crand.Read(key)
+	if err := os.WriteFile(p, []byte(hex.EncodeToString(key)), 0o600); err != nil {
+		panic(err)
+	}
+	return p
+}
+
 func (r *run) logFile(name string) *os.File {
 	f, err := os.OpenFile(filepath.Join(r.dir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -460,7 +479,7 @@ func (r *run) startNode(ctx context.Context, name string, c *clusterArgs) *node 
 		"--grace-period", "40s", "--kafka-session-timeout", "6s"}
 	args = append(args, r.s3Args()...)
 	if c != nil {
-		args = append(args, "--gossip-addr", c.gossip, "--forward-addr", freeAddr())
+		args = append(args, "--gossip-addr", c.gossip, "--forward-addr", freeAddr(), "--cluster-secret-key-file", r.clusterKey())
 		if len(c.join) > 0 {
 			args = append(args, "--join", strings.Join(c.join, ","))
 		}

@@ -57,6 +57,13 @@ type clusterNode struct {
 	// periods by the watermark; held there, they do not decide the pieces
 	// they received since the change before the rest of the trace arrives.
 	hold atomic.Int64
+
+	// sampling is set once the sampler runs. Until then it buffers
+	// nothing, so there is nothing to hand off, and a hand-off would wait
+	// for it: the membership's notifier must never block on a component
+	// that has not started.
+	sampling atomic.Bool
+	insecure bool // no cluster key
 }
 
 // handler is what the transport delivers to: batches to the receiver, acks
@@ -82,10 +89,7 @@ func newClusterNode(c ClusterConfig, id string, smp *sampler.Sampler, wm *router
 	if err != nil {
 		return nil, err
 	}
-	if c.ForwardAddr == "" {
-		return nil, errors.New("cluster.forward_addr: required with cluster.gossip_addr (host:port peers forward spans to)")
-	}
-	cn := &clusterNode{id: id, log: log.With("component", "cluster"), smp: smp, wm: wm}
+	cn := &clusterNode{id: id, log: log.With("component", "cluster"), smp: smp, wm: wm, insecure: len(key) == 0}
 	rm := router.NewRouteMetrics(reg)
 	cn.rc = router.NewReceiver(smp, rm)
 	h := &handler{Receiver: cn.rc, smp: smp}
@@ -109,6 +113,42 @@ func newClusterNode(c ClusterConfig, id string, smp *sampler.Sampler, wm *router
 		SecretKey: key, Logger: cn.log, OnMessage: cn.onMessage}
 	return cn, nil
 }
+
+// enabled reports whether any cluster setting is given.
+func (c ClusterConfig) enabled() bool {
+	return c.GossipAddr != "" || c.ForwardAddr != "" || len(c.Join) > 0
+}
+
+// validate checks the cluster settings (not the key file's content: see
+// readClusterKey). A cluster is closed by default: without a key, anyone
+// who reaches its ports is a member, owns a share of the traces and can
+// acknowledge batches it never archived, so running one keyless takes an
+// explicit cluster.insecure.
+func (c ClusterConfig) validate() error {
+	if !c.enabled() {
+		return nil
+	}
+	var errs []error
+	if c.GossipAddr == "" {
+		errs = append(errs, errors.New("cluster.gossip_addr: required with cluster.forward_addr or cluster.join (host:port to gossip on)"))
+	}
+	if c.ForwardAddr == "" {
+		errs = append(errs, errors.New("cluster.forward_addr: required with cluster.gossip_addr (host:port peers forward spans to)"))
+	}
+	if c.SecretKeyFile == "" && !c.Insecure {
+		errs = append(errs, errors.New("cluster.secret_key_file: required for a cluster (--cluster-secret-key-file, a file of 16, 24 or 32 bytes, the same on every node): "+
+			"without it anyone who can reach the gossip or forward port joins the cluster and takes traces; "+
+			"on a network where every host is trusted, set cluster.insecure (--insecure-cluster) instead"))
+	}
+	return errors.Join(errs...)
+}
+
+// insecureWarning is logged at start and every insecureWarnEvery by a
+// cluster node without a key.
+const (
+	insecureWarning   = "CLUSTER IS INSECURE (cluster.insecure, no cluster.secret_key_file): anyone who can reach the gossip and forward ports can join the cluster, take a share of the traces, inject spans and acknowledge batches it never archived"
+	insecureWarnEvery = 5 * time.Minute
+)
 
 // readClusterKey reads the shared cluster key; an empty file name means no
 // key.
@@ -148,10 +188,11 @@ func (cn *clusterNode) Add(ctx context.Context, items []sampler.Item) error {
 	return cn.route.Add(ctx, items)
 }
 
-// join starts gossip; ctx bounds hand-offs made on membership changes.
-func (cn *clusterNode) join(ctx context.Context) error {
-	cn.ctx = ctx
-	ms, err := cluster.Join(cn.cfg, cn.onChange)
+// join starts gossip. It gives up when ctx (the signal context) ends;
+// handCtx bounds the hand-offs made on membership changes.
+func (cn *clusterNode) join(ctx, handCtx context.Context) error {
+	cn.ctx = handCtx
+	ms, err := cluster.JoinContext(ctx, cn.cfg, cn.onChange)
 	if err != nil {
 		return err
 	}
@@ -198,6 +239,9 @@ func (cn *clusterNode) onChange(members map[string]string) {
 // handoff moves the buffered traces this node no longer owns to their
 // owners, and the decisions it made for kept ones.
 func (cn *clusterNode) handoff() {
+	if !cn.sampling.Load() {
+		return
+	}
 	items, err := cn.smp.Handoff(cn.ctx)
 	if err != nil {
 		return
@@ -258,6 +302,20 @@ func (cn *clusterNode) sendDecisions(ctx context.Context) {
 // run serves peers, acknowledges their batches, re-routes what failed and
 // gossips watermarks, until ctx is done.
 func (cn *clusterNode) run(ctx context.Context, g *errgroup.Group) {
+	if cn.insecure {
+		g.Go(func() error {
+			t := time.NewTicker(insecureWarnEvery)
+			defer t.Stop()
+			for {
+				cn.log.Warn(insecureWarning)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+				}
+			}
+		})
+	}
 	g.Go(func() error { return cn.tr.Serve(ctx) })
 	g.Go(func() error { return cn.rc.Run(ctx, 200*time.Millisecond, cn.tr.Ack) })
 	g.Go(func() error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -21,10 +22,7 @@ import (
 // address of a running member ("" for the first).
 func clusterProc(t *testing.T, brokers, dir, name, gossip, join string) *exec.Cmd {
 	t.Helper()
-	args := []string{"run", "--brokers", brokers, "--group", "cluster", "--node-id", name,
-		"--archive", "file://" + dir, "--archive-roll-age", "1s", "--quiet-period", "1s", "--max-wait", "10s",
-		"--http-addr", freeAddr(t), "--log-level", "warn", "--grace-period", "20s", "--kafka-session-timeout", "6s", "--kafka-rebalance-timeout", "10s",
-		"--gossip-addr", gossip, "--forward-addr", freeAddr(t)}
+	args := clusterArgs(t, brokers, dir, name, gossip, freeAddr(t), freeAddr(t), "--cluster-secret-key-file", testClusterKey(t, dir))
 	if join != "" {
 		args = append(args, "--join", join)
 	}
@@ -35,6 +33,27 @@ func clusterProc(t *testing.T, brokers, dir, name, gossip, join string) *exec.Cm
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return cmd
+}
+
+// clusterArgs is the command line of a cluster node archiving to dir,
+// then extra.
+func clusterArgs(t *testing.T, brokers, dir, name, gossip, forward, httpAddr string, extra ...string) []string {
+	t.Helper()
+	return append([]string{"run", "--brokers", brokers, "--group", "cluster", "--node-id", name,
+		"--archive", "file://" + dir, "--archive-roll-age", "1s", "--quiet-period", "1s", "--max-wait", "10s",
+		"--http-addr", httpAddr, "--log-level", "warn", "--grace-period", "20s", "--kafka-session-timeout", "6s", "--kafka-rebalance-timeout", "10s",
+		"--gossip-addr", gossip, "--forward-addr", forward}, extra...)
+}
+
+// testClusterKey returns the key file shared by the nodes whose archive
+// is dir, beside it, writing it on first use.
+func testClusterKey(t *testing.T, dir string) string {
+	t.Helper()
+	p := dir + ".cluster.key"
+	if _, err := os.Stat(p); err != nil {
+		writeFile(t, filepath.Dir(p), filepath.Base(p), []byte("tailsift-test-cluster-key-32byte\n"))
+	}
+	return p
 }
 
 // splits counts the archived traces by how they were decided. A decision

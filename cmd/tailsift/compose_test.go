@@ -64,6 +64,13 @@ func TestComposeFile(t *testing.T) {
 		var stderr bytes.Buffer
 		switch sub, args := command[0], command[1:]; sub {
 		case "run":
+			// The key is made at first start in a volume; a key of
+			// the same size stands in for it.
+			if f := env["TAILSIFT_CLUSTER_SECRET_KEY_FILE"]; f == "" {
+				t.Errorf("%s: no cluster key", name)
+			} else {
+				env["TAILSIFT_CLUSTER_SECRET_KEY_FILE"] = writeFile(t, t.TempDir(), "cluster.key", []byte("0123456789abcdef0123456789abcdef\n"))
+			}
 			_, _, cfg, err := parseRunArgs(args, func(k string) string { return env[k] }, &stderr)
 			if err != nil {
 				t.Errorf("%s: tailsift run %q: %v %s", name, args, err, stderr.String())

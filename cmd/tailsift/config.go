@@ -107,7 +107,8 @@ type ClusterConfig struct {
 	GossipAddr    string   `yaml:"gossip_addr" help:"host:port for gossip (TCP and UDP): an IP, this node's resolvable name or 0.0.0.0; empty: run alone"`
 	ForwardAddr   string   `yaml:"forward_addr" help:"host:port peers forward spans to; required with gossip_addr"`
 	Join          []string `yaml:"join" help:"gossip addresses of running members, comma-separated"`
-	SecretKeyFile string   `yaml:"secret_key_file" help:"file with a 16, 24 or 32-byte key shared by all nodes: encrypts gossip, authenticates peers"`
+	SecretKeyFile string   `yaml:"secret_key_file" help:"file with a 16, 24 or 32-byte key shared by all nodes: encrypts gossip, authenticates peers; required for a cluster unless insecure"`
+	Insecure      bool     `yaml:"insecure" help:"run a cluster without secret_key_file: anyone who can reach the gossip and forward ports joins the cluster, takes traces and acknowledges batches; for a network where every host is trusted (logs a warning every 5 minutes)"`
 }
 
 // SamplerConfig configures trace buffering.
@@ -220,7 +221,8 @@ func configKeys() []configKey {
 var flagAliases = map[string]string{
 	"pprof":       "http.pprof",
 	"gossip-addr": "cluster.gossip_addr", "forward-addr": "cluster.forward_addr", "join": "cluster.join",
-	"brokers": "kafka.brokers", "topic": "kafka.topic", "group": "kafka.group", "encoding": "kafka.encoding",
+	"insecure-cluster": "cluster.insecure",
+	"brokers":          "kafka.brokers", "topic": "kafka.topic", "group": "kafka.group", "encoding": "kafka.encoding",
 	"max-message-bytes": "kafka.max_message_bytes", "dead-letter-topic": "kafka.dead_letter_topic",
 	"kafka-tls": "kafka.tls.enabled", "kafka-tls-ca": "kafka.tls.ca_file",
 	"quiet-period": "sampler.quiet_period", "max-wait": "sampler.max_wait", "max-buffered-bytes": "sampler.max_buffered_bytes",

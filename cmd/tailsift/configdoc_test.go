@@ -239,6 +239,7 @@ func TestConfigCheckREADME(t *testing.T) {
 	dir := t.TempDir()
 	file := writeFile(t, dir, "tailsift.yaml", []byte(example))
 	t.Setenv("TAILSIFT_KAFKA_SASL_PASSWORD", "s3cret-from-env")
+	t.Setenv("TAILSIFT_CLUSTER_SECRET_KEY_FILE", writeFile(t, dir, "cluster.key", []byte("0123456789abcdef0123456789abcdef\n")))
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"config", "check", file}, &stdout, &stderr); code != 0 {
 		t.Fatalf("config check on the README example: exit %d: %s", code, stderr.String())

@@ -50,6 +50,7 @@ func nodeMetricNames(t *testing.T) map[string]bool {
 	cfg.Archive.URL = "file://" + t.TempDir()
 	cfg.Cluster.GossipAddr = "127.0.0.1:0"
 	cfg.Cluster.ForwardAddr = "127.0.0.1:0"
+	cfg.Cluster.Insecure = true
 	var doc yaml.Node
 	if err := yaml.Unmarshal([]byte("spans_per_second: 1000\n"), &doc); err != nil {
 		t.Fatal(err)

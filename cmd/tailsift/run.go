@@ -214,6 +214,7 @@ func validateConfig(cfg Config) (*parts, error) {
 	if cfg.Runtime.GCMinHeapBytes < 0 {
 		errs = append(errs, fmt.Errorf("runtime.gc_min_heap_bytes: must be 0 (off) or positive, got %d", cfg.Runtime.GCMinHeapBytes))
 	}
+	errs = append(errs, cfg.Cluster.validate())
 	if _, err := readClusterKey(cfg.Cluster.SecretKeyFile); err != nil {
 		errs = append(errs, err)
 	}
@@ -320,7 +321,7 @@ func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
 	n.applyShare(p.policy)
 	reg.MustRegister(sampler.NewBudgetCollector(n.sampler.Policy))
 	var dispatch router.Dispatcher = n.sampler
-	if cfg.Cluster.GossipAddr != "" {
+	if cfg.Cluster.enabled() {
 		if n.cluster, err = newClusterNode(cfg.Cluster, cfg.NodeID, n.sampler, p.kafka.Watermarks, reg, logger); err != nil {
 			return nil, err
 		}
@@ -428,7 +429,8 @@ func (n *node) run(ctx context.Context) error {
 	var g errgroup.Group
 	if n.cluster != nil {
 		n.cluster.run(clCtx, &g)
-		if err := n.cluster.join(clCtx); err != nil {
+		// Joining waits on other nodes; a signal meanwhile ends it.
+		if err := n.cluster.join(ctx, clCtx); err != nil {
 			stopCluster()
 			n.cluster.close()
 			g.Wait()
@@ -448,6 +450,9 @@ func (n *node) run(ctx context.Context) error {
 		g.Go(func() error { n.logProgress(ctx, iv); return nil })
 	}
 	g.Go(func() error { return n.consumer.Run(ctx, drained, n.cfg.GracePeriod) })
+	if n.cluster != nil {
+		n.cluster.sampling.Store(true)
+	}
 	g.Go(func() error { return n.sampler.Run(smpCtx) })
 	g.Go(func() error {
 		defer close(drained)

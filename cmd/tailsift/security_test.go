@@ -9,21 +9,29 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/tailsift/tailsift/bench/gen"
 	"github.com/tailsift/tailsift/router/broker"
@@ -309,5 +317,376 @@ func waitSampled(t *testing.T, n *node, spans int) {
 	waitFor(t, 3*time.Minute, func() bool {
 		return gauge(n.reg, "tailsift_sampler_buffered_spans")+sumCounter(n.reg, "tailsift_sampler_spans_kept_total", "", "")+
 			sumCounter(n.reg, "tailsift_sampler_spans_dropped_total", "", "") >= float64(spans)
+	})
+}
+
+// clusterNodeProc is a cluster node in a child process, with its addresses
+// and what it logs.
+type clusterNodeProc struct {
+	cmd                   *exec.Cmd
+	gossip, forward, http string
+	logs                  *syncBuffer
+}
+
+// startClusterNode starts node name archiving to dir, joining join ("":
+// none), with the extra flags.
+func startClusterNode(t *testing.T, brokers, dir, name, join string, extra ...string) *clusterNodeProc {
+	t.Helper()
+	n := &clusterNodeProc{gossip: freeAddr(t), forward: freeAddr(t), http: freeAddr(t), logs: &syncBuffer{}}
+	args := clusterArgs(t, brokers, dir, name, n.gossip, n.forward, n.http, extra...)
+	if join != "" {
+		args = append(args, "--join", join)
+	}
+	n.cmd = tailsiftCmd(args...)
+	n.cmd.Stderr = io.MultiWriter(testLogWriter{t}, n.logs)
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.cmd.Process.Kill(); _ = n.cmd.Wait() })
+	return n
+}
+
+// startFirstKeyedNode starts a broker and node n0 of a cluster with a key,
+// and waits until n0 serves HTTP.
+func startFirstKeyedNode(t *testing.T) (b *broker.Broker, dir, key string, n0 *clusterNodeProc) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts node processes")
+	}
+	b, _ = startBroker(t, 4)
+	dir = t.TempDir()
+	key = testClusterKey(t, dir)
+	n0 = startClusterNode(t, b.Addr(), dir, "n0", "", "--cluster-secret-key-file", key)
+	waitHealthy(t, n0.http, time.Minute)
+	return b, dir, key, n0
+}
+
+// vmRSS returns the resident memory of process pid in bytes.
+func vmRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb); err != nil {
+				t.Fatalf("VmRSS line %q: %v", line, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
+}
+
+// Peer protocol frames, as cluster/wire.go defines them: a big-endian
+// uint32 length of what follows, a type byte, the body.
+const (
+	frameHello    = 1
+	frameProof    = 3
+	frameWelcome  = 4
+	frameBatch    = 5
+	frameAck      = 6
+	frameReceipt  = 7
+	peerProtoVers = 1
+)
+
+func peerFrame(typ byte, body ...[]byte) []byte {
+	b := []byte{0, 0, 0, 0, typ}
+	for _, p := range body {
+		b = append(b, p...)
+	}
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	return b
+}
+
+// helloFrame claims to be node from, addressing node to.
+func helloFrame(from, to string) []byte {
+	nonce := make([]byte, 16)
+	rand.Read(nonce)
+	return peerFrame(frameHello, []byte{peerProtoVers}, nonce, []byte{byte(len(from))}, []byte(from), []byte{byte(len(to))}, []byte(to))
+}
+
+// rawPeer writes send to the forward port at addr and returns the frames
+// the node answers with until it hangs up, failing the test if it does
+// not within 10s.
+func rawPeer(t *testing.T, addr string, send []byte) (types []byte, bodies [][]byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write(send) // the node may hang up before reading it all
+	reply, err := io.ReadAll(c)
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the node did not hang up: %v", err)
+	}
+	for len(reply) >= 5 {
+		n := int(binary.BigEndian.Uint32(reply))
+		if n < 1 || 4+n > len(reply) {
+			break
+		}
+		types = append(types, reply[4])
+		bodies = append(bodies, reply[5:4+n])
+		reply = reply[4+n:]
+	}
+	return types, bodies
+}
+
+// TestClusterKeyKeepsOutsidersOut runs two node processes sharing a key,
+// then plays outsiders: memberlist without the key or with another one
+// cannot join the gossip; raw connections to the forward port cannot send
+// a batch or an ack, nor pass for a member, and are not told the node's
+// ID; and 2,000 unauthenticated connections cost the node little memory.
+func TestClusterKeyKeepsOutsidersOut(t *testing.T) {
+	b, dir, key, n0 := startFirstKeyedNode(t)
+	startClusterNode(t, b.Addr(), dir, "n1", n0.gossip, "--cluster-secret-key-file", key)
+	members := func() float64 { return scrape(t, n0.http, "tailsift_cluster_members") }
+	waitFor(t, time.Minute, func() bool { return members() == 2 })
+
+	t.Run("gossip", func(t *testing.T) {
+		for i, k := range [][]byte{nil, []byte("another-key-of-32-bytes-for-test")} {
+			mc := memberlist.DefaultLocalConfig()
+			mc.Name = fmt.Sprintf("rogue-%d", i)
+			mc.BindAddr, mc.BindPort = "127.0.0.1", 0
+			mc.SecretKey = k
+			mc.LogOutput = io.Discard
+			ml, err := memberlist.Create(mc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			joined, err := ml.Join([]string{n0.gossip})
+			ml.Shutdown()
+			if joined != 0 || err == nil {
+				t.Errorf("memberlist with key %q joined the cluster (%d members answered, err %v)", k, joined, err)
+			}
+		}
+		if m := members(); m != 2 {
+			t.Errorf("n0 counts %v members, want its peer and itself", m)
+		}
+	})
+
+	t.Run("forward port", func(t *testing.T) {
+		batch := peerFrame(frameBatch, make([]byte, 8), make([]byte, 8), []byte{0}, []byte("spans"))
+		ack := peerFrame(frameAck, make([]byte, 8), binary.BigEndian.AppendUint64(nil, 1))
+		forgedProof := make([]byte, 32)
+		rand.Read(forgedProof)
+		for _, c := range []struct {
+			name string
+			send []byte
+		}{
+			{"batch without handshake", batch},
+			{"ack without handshake", ack},
+			{"claiming to be n1", slices.Concat(helloFrame("n1", "n0"), peerFrame(frameProof, forgedProof), batch, ack)},
+			{"claiming to be n1, addressing another node", slices.Concat(helloFrame("n1", "n9"), peerFrame(frameProof, forgedProof), batch, ack)},
+			// A hello declaring 1 MiB, which the node once allocated
+			// before knowing who called.
+			{"oversized hello", append(binary.BigEndian.AppendUint32(nil, 1<<20), append([]byte{frameHello}, make([]byte, 64<<10)...)...)},
+		} {
+			types, bodies := rawPeer(t, n0.forward, c.send)
+			for i, typ := range types {
+				if typ == frameReceipt {
+					t.Errorf("%s: the node answered a request", c.name)
+				}
+				if typ == frameWelcome && (len(bodies[i]) == 0 || bodies[i][0] == 0) {
+					t.Errorf("%s: the node welcomed the connection", c.name)
+				}
+				if bytes.Contains(bodies[i], []byte("n0")) {
+					t.Errorf("%s: the node named itself to an outsider: %q", c.name, bodies[i])
+				}
+			}
+			t.Logf("%s: frames %v, then the node hung up", c.name, types)
+		}
+		m := scrapeMetrics(t, n0.http)
+		if got := m.sum("tailsift_cluster_received_batches_total"); got != 0 {
+			t.Errorf("n0 received %v batches from outsiders", got)
+		}
+		for reason, want := range map[string]float64{"protocol": 3, "key_mismatch": 2} {
+			if got := m.sum("tailsift_cluster_refused_connections_total", "reason="+reason); got < want {
+				t.Errorf("refused connections for %s: %v, want at least %v", reason, got, want)
+			}
+		}
+	})
+
+	t.Run("2000 unauthenticated connections", func(t *testing.T) {
+		if runtime.GOOS != "linux" {
+			t.Skip("reads /proc/<pid>/status")
+		}
+		pid := n0.cmd.Process.Pid
+		refused := func() float64 { return scrapeMetrics(t, n0.http).sum("tailsift_cluster_refused_connections_total") }
+		before, refusedBefore := vmRSS(t, pid), refused()
+		peak := before
+		const conns = 2000
+		open := make([]net.Conn, 0, conns)
+		defer func() {
+			for _, c := range open {
+				c.Close()
+			}
+		}()
+		stalled := helloFrame("mallory", "n0")
+		stalled = stalled[:len(stalled)-1] // a hello that never ends
+		declared := slices.Concat(binary.BigEndian.AppendUint32(nil, 1<<20), []byte{frameHello}, make([]byte, 1000))
+		deadline := time.Now().Add(2 * time.Minute)
+		for i := range conns {
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d connections opened in 2 minutes", i)
+			}
+			c, err := net.DialTimeout("tcp", n0.forward, 5*time.Second)
+			if err != nil {
+				t.Fatalf("connection %d: %v", i, err)
+			}
+			open = append(open, c)
+			if i%2 == 0 {
+				c.Write(stalled)
+			} else {
+				c.Write(declared)
+			}
+			if i%100 == 99 {
+				peak = max(peak, vmRSS(t, pid))
+			}
+		}
+		peak = max(peak, vmRSS(t, pid))
+		// Every connection ends refused, the last ones at the handshake
+		// deadline.
+		waitFor(t, time.Minute, func() bool { return refused()-refusedBefore >= conns })
+		peak = max(peak, vmRSS(t, pid))
+		m := scrapeMetrics(t, n0.http)
+		t.Logf("RSS %d MiB before, peak %d MiB with %d unauthenticated connections; refused: %v over the cap, %v protocol, %v timeout",
+			before>>20, peak>>20, conns, m.sum("tailsift_cluster_refused_connections_total", "reason=too_many_unauthenticated"),
+			m.sum("tailsift_cluster_refused_connections_total", "reason=protocol"), m.sum("tailsift_cluster_refused_connections_total", "reason=handshake_timeout"))
+		if grew := peak - before; grew >= 100<<20 {
+			t.Errorf("RSS grew by %d MiB for %d unauthenticated connections, want under 100 MiB", grew>>20, conns)
+		}
+		if m := members(); m != 2 {
+			t.Errorf("after the connections n0 counts %v members, want 2", m)
+		}
+	})
+}
+
+// TestClusterNeedsKey: a cluster setting without a key stops `run` and
+// `config check` with an error naming the key; --insecure-cluster starts
+// the node, which says loudly that it is insecure.
+func TestClusterNeedsKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node processes")
+	}
+	dir := t.TempDir()
+	const want = "cluster.secret_key_file: required"
+	args := clusterArgs(t, "127.0.0.1:1", dir, "keyless", freeAddr(t), freeAddr(t), freeAddr(t))
+	var stderr syncBuffer
+	cmd := tailsiftCmd(args...)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), want) {
+		t.Errorf("run without a key: %v, stderr %q; want a failure naming %q", err, stderr.String(), want)
+	}
+
+	file := writeFile(t, dir, "cluster.yaml", []byte("cluster:\n  gossip_addr: 127.0.0.1:7946\n  forward_addr: 127.0.0.1:7947\n"))
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"config", "check", file}, &out, &errOut); code == 0 || !strings.Contains(errOut.String(), want) {
+		t.Errorf("config check without a key: exit %d, stderr %q; want a failure naming %q", code, errOut.String(), want)
+	}
+	file = writeFile(t, dir, "insecure.yaml", []byte("cluster:\n  gossip_addr: 127.0.0.1:7946\n  forward_addr: 127.0.0.1:7947\n  insecure: true\n"))
+	out.Reset()
+	errOut.Reset()
+	if code := run(context.Background(), []string{"config", "check", file}, &out, &errOut); code != 0 {
+		t.Errorf("config check with cluster.insecure: exit %d, %s", code, errOut.String())
+	}
+
+	n := startClusterNode(t, "127.0.0.1:1", dir, "insecure", "", "--insecure-cluster")
+	waitFor(t, time.Minute, func() bool { return strings.Contains(n.logs.String(), "CLUSTER IS INSECURE") })
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	if err := n.cmd.Wait(); err != nil {
+		t.Errorf("insecure node exit after SIGTERM: %v", err)
+	}
+}
+
+// TestClusterJoinFailureExits: a node whose --join finds nothing listening,
+// or a member with another key, exits with an error within the join
+// timeout; SIGTERM while a join waits on a member that never answers stops
+// the node within its grace period.
+func TestClusterJoinFailureExits(t *testing.T) {
+	b, dir, key, n0 := startFirstKeyedNode(t)
+	otherKey := writeFile(t, t.TempDir(), "other.key", []byte("another-key-of-32-bytes-for-test"))
+
+	// memberlist's TCP timeout, per member address (DefaultLANConfig).
+	const joinTimeout = 10 * time.Second
+	// How long a node process may take to start on a busy machine.
+	const startup = 15 * time.Second
+	wait := func(t *testing.T, cmd *exec.Cmd, limit time.Duration) (error, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			return err, time.Since(start)
+		case <-time.After(limit):
+			cmd.Process.Kill()
+			<-done
+			t.Fatalf("the node still ran %v later", limit)
+			return nil, 0
+		}
+	}
+	for _, c := range []struct{ name, join, key string }{
+		{"nothing listening", freeAddr(t), key},
+		{"wrong key", n0.gossip, otherKey},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var logs syncBuffer
+			cmd := tailsiftCmd(clusterArgs(t, b.Addr(), dir, "joiner", freeAddr(t), freeAddr(t), freeAddr(t),
+				"--cluster-secret-key-file", c.key, "--join", c.join)...)
+			cmd.Stderr = &logs
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			err, took := wait(t, cmd, startup+joinTimeout)
+			t.Logf("exited after %v: %v: %s", took.Round(time.Millisecond), err, strings.TrimSpace(logs.String()))
+			if err == nil || !strings.Contains(logs.String(), "cluster: join") {
+				t.Errorf("exit %v; want a failure saying the join failed", err)
+			}
+		})
+	}
+
+	t.Run("SIGTERM while joining", func(t *testing.T) {
+		// A member that takes the connection and never answers.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		accepted := make(chan net.Conn, 8)
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				accepted <- c
+			}
+		}()
+		const grace = 5 * time.Second
+		cmd := tailsiftCmd(clusterArgs(t, b.Addr(), dir, "joiner", freeAddr(t), freeAddr(t), freeAddr(t),
+			"--cluster-secret-key-file", key, "--join", ln.Addr().String(), "--grace-period", grace.String())...)
+		cmd.Stderr = testLogWriter{t}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case c := <-accepted:
+			defer c.Close()
+		case <-time.After(time.Minute):
+			cmd.Process.Kill()
+			t.Fatal("the node never tried to join")
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		err, took := wait(t, cmd, time.Minute)
+		t.Logf("exited %v after SIGTERM: %v", took.Round(time.Millisecond), err)
+		if took > grace {
+			t.Errorf("the node took %v to exit after SIGTERM while joining, want under its grace period %v", took, grace)
+		}
 	})
 }
