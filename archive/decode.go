@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/tailsift/tailsift/internal/otlpwire"
 	"github.com/tailsift/tailsift/sampler"
@@ -87,6 +88,9 @@ func (b *rowBuilder) scope(dst *rowBatch, s *sampler.Scope) (*scopeRow, error) {
 	if len(s.Resource) > 0 {
 		err := otlpwire.RangeAttrs(s.Resource, 1, func(key []byte, v otlpwire.Value) bool {
 			val := dst.validText(v.AppendString(nil))
+			if string(key) == "service.name" {
+				sr.service = val // rendered whatever its type, the last one as in the router
+			}
 			if slot, ok := promotedSlot[string(key)]; ok {
 				sr.promote = append(sr.promote, promotion{slot: slot, val: val})
 			}
@@ -180,7 +184,11 @@ func (b *rowBuilder) appendSpan(dst *rowBatch, raw []byte, sc *scopeRow, trace u
 			case 3:
 				r.traceState = dst.add(v)
 			case 4:
-				r.parentID = dst.addHex(v)
+				// An all-zero parent is no parent (pdata reads it so):
+				// archived as '', the root spans' parent_span_id.
+				if len(bytes.TrimLeft(v, "\x00")) > 0 {
+					r.parentID = dst.addHex(v)
+				}
 			case 5:
 				r.name = dst.add(v)
 			case 9:
@@ -235,14 +243,7 @@ func (b *rowBuilder) appendSpan(dst *rowBatch, raw []byte, sc *scopeRow, trace u
 		r.traceID = dst.addHex(traceID)
 	}
 	r.spanID = dst.addHex(spanID)
-	kindName, statusName := kindNames[0], statusNames[0]
-	if kind >= 0 && int(kind) < len(kindNames) {
-		kindName = kindNames[kind]
-	}
-	if status >= 0 && int(status) < len(statusNames) {
-		statusName = statusNames[status]
-	}
-	r.kind, r.status = dst.addString(kindName), dst.addString(statusName)
+	r.kind, r.status = dst.addEnum(kindNames[:], kind), dst.addEnum(statusNames[:], status)
 	r.start, r.end = int64(start), int64(end)
 	r.startMicros = r.start / 1e3
 	if end > start {
@@ -406,6 +407,18 @@ func (b *rowBatch) addHex(id []byte) ref {
 	off := len(b.arena)
 	b.arena = slices.Grow(b.arena, 2*len(id))[:off+2*len(id)]
 	hex.Encode(b.arena[off:], id)
+	return b.refFrom(off)
+}
+
+// addEnum stores the name of enum value v, or its number for a value names
+// does not have (from a newer OTLP version, or a broken producer), so that
+// the value is not lost.
+func (b *rowBatch) addEnum(names []string, v int32) ref {
+	if v >= 0 && int(v) < len(names) {
+		return b.addString(names[v])
+	}
+	off := len(b.arena)
+	b.arena = strconv.AppendInt(b.arena, int64(v), 10)
 	return b.refFrom(off)
 }
 

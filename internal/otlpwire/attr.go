@@ -1,6 +1,7 @@
 package otlpwire
 
 import (
+	"encoding/base64"
 	"math"
 	"strconv"
 	"unicode/utf8"
@@ -63,7 +64,8 @@ func (v Value) Float() (float64, bool) {
 }
 
 // AppendString appends the value's text form: strings as they are, numbers
-// and bools in Go's format, bytes as hex, arrays and kvlists as JSON.
+// and bools in Go's format, bytes in standard base64 with padding (as OTLP/JSON
+// writes them), arrays and kvlists as JSON.
 func (v Value) AppendString(dst []byte) []byte {
 	switch v.Type {
 	case ValueString:
@@ -75,7 +77,7 @@ func (v Value) AppendString(dst []byte) []byte {
 	case ValueDouble:
 		return strconv.AppendFloat(dst, math.Float64frombits(v.Num), 'g', -1, 64)
 	case ValueBytes:
-		return appendHex(dst, v.Str)
+		return base64.StdEncoding.AppendEncode(dst, v.Str)
 	case ValueArray:
 		return appendArrayJSON(dst, v.Str, 1)
 	case ValueKVList:
@@ -272,7 +274,8 @@ func appendValueJSON(dst []byte, v Value, level int) []byte {
 	case ValueString:
 		return appendJSONString(dst, v.Str)
 	case ValueBytes:
-		return appendJSONString(dst, appendHex(nil, v.Str))
+		dst = append(dst, '"')
+		return append(base64.StdEncoding.AppendEncode(dst, v.Str), '"')
 	case ValueEmpty:
 		return append(dst, "null"...)
 	case ValueDouble:
