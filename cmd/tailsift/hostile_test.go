@@ -68,15 +68,20 @@ func hostileSpan(id [16]byte, edit func(spanParts)) ptrace.Traces {
 	return td
 }
 
-// runHostile starts a broker and a node reading encoding, produces the
-// generator's traffic (with its error traces) and then the hostile records,
-// waits until the node has read and settled all of them, and returns the
-// node's archive directory and the generator's truth. The node must stay
-// up throughout: a panic or a stack overflow would end the test binary.
-func runHostile(t *testing.T, encoding string, hostile [][]byte) (*node, string, *gen.Truth) {
+// runRecords starts a broker and a node reading encoding, produces traces
+// of the generator's traffic (with its error traces; none if traces is 0)
+// and then records, waits until the node has read, decided and committed
+// all of them, stops it, and returns it, its archive directory and the
+// generator's truth. The node must stay up throughout: a panic or a stack
+// overflow would end the test binary.
+func runRecords(t *testing.T, encoding string, traces int, records [][]byte) (*node, string, *gen.Truth) {
 	t.Helper()
 	const topic, group = "otlp_spans", "hostile"
-	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", Topic: topic, Partitions: 4, MaxMessageBytes: 64 << 20})
+	partitions := int32(4)
+	if traces == 0 {
+		partitions = 1 // waitCommitted waits for a commit on every partition
+	}
+	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", Topic: topic, Partitions: partitions, MaxMessageBytes: 64 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,11 +92,13 @@ func runHostile(t *testing.T, encoding string, hostile [][]byte) (*node, string,
 	}
 	t.Cleanup(client.Close)
 	ctx := context.Background()
-	truth, err := gen.Produce(ctx, client, topic, gen.Config{Seed: 7, Traces: 1500, Encoding: encoding, Start: time.Now()})
-	if err != nil {
-		t.Fatal(err)
+	truth := &gen.Truth{}
+	if traces > 0 {
+		if truth, err = gen.Produce(ctx, client, topic, gen.Config{Seed: 7, Traces: traces, Encoding: encoding, Start: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	for _, v := range hostile {
+	for _, v := range records {
 		if err := client.ProduceSync(ctx, &kgo.Record{Value: v}).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +109,7 @@ func runHostile(t *testing.T, encoding string, hostile [][]byte) (*node, string,
 		c.Kafka.Encoding = encoding
 		c.Archive.RollAge = time.Second // files close, and offsets commit, soon after the flush
 	})
-	waitRecords(t, n, int64(truth.Messages+len(hostile)))
+	waitRecords(t, n, int64(truth.Messages+len(records)))
 	if err := n.sampler.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +217,7 @@ func TestHostileInput(t *testing.T) {
 		records = append(records, raw)
 	}
 
-	n, dir, truth := runHostile(t, gen.EncodingProto, records)
+	n, dir, truth := runRecords(t, gen.EncodingProto, 1500, records)
 	rows := checkArchive(t, dir, truth)
 	for i, c := range cases {
 		id := hostileID(i)
@@ -263,7 +270,7 @@ func TestHostileInputJSON(t *testing.T) {
 		jsonSpan(hostileID(1), wiretest.NestedJSONValue(1_000_000, false)),
 		jsonSpan(hostileID(2), wiretest.NestedJSONValue(1_000_000, true)),
 	}
-	n, dir, truth := runHostile(t, gen.EncodingJSON, records)
+	n, dir, truth := runRecords(t, gen.EncodingJSON, 1500, records)
 	if got := sumCounter(n.reg, "tailsift_router_malformed_messages_total", "kind", "json"); got != 2 {
 		t.Errorf("malformed JSON records counted: %v, want 2", got)
 	}

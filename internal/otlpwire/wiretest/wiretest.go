@@ -62,12 +62,19 @@ func NestedJSONValue(depth int, kvlist bool) string {
 // key = value (an encoded AnyValue), on every span: the values pdata would
 // take too deep a stack to build and encode.
 func WithAttr(td ptrace.Traces, key string, value []byte) ([]byte, error) {
+	attr := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), []byte(key))
+	attr = protowire.AppendBytes(protowire.AppendTag(attr, 2, protowire.BytesType), value)
+	return WithFields(td, protowire.AppendBytes(protowire.AppendTag(nil, 9, protowire.BytesType), attr))
+}
+
+// WithFields returns td encoded as TracesData, with the encoded Span fields
+// fields appended to every span: fields pdata would not write, such as a
+// parent_span_id of zeros, or an attribute nested a million levels deep.
+func WithFields(td ptrace.Traces, fields []byte) ([]byte, error) {
 	raw, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
 	if err != nil {
 		return nil, err
 	}
-	attr := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), []byte(key))
-	attr = protowire.AppendBytes(protowire.AppendTag(attr, 2, protowire.BytesType), value)
 	var c collector
 	if err := otlpwire.Scan(raw, &c); err != nil {
 		return nil, err
@@ -77,8 +84,7 @@ func WithAttr(td ptrace.Traces, key string, value []byte) ([]byte, error) {
 		out = otlpwire.AppendResourceSpans(out, s.info.Resource, s.info.ResourceSchemaURL, s.info.Scope,
 			s.info.ScopeSchemaURL, func(yield func([]byte) bool) {
 				for _, sp := range s.spans {
-					sp = protowire.AppendBytes(protowire.AppendTag(slices.Clip(sp), 9, protowire.BytesType), attr)
-					if !yield(sp) {
+					if !yield(append(slices.Clip(sp), fields...)) {
 						return
 					}
 				}
