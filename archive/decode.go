@@ -84,12 +84,14 @@ func (b *rowBuilder) scope(dst *rowBatch, s *sampler.Scope) (*scopeRow, error) {
 	if sr, ok := b.scopes[s]; ok {
 		return sr, nil
 	}
-	sr := &scopeRow{service: dst.validText([]byte(s.Service))}
+	sr := &scopeRow{}
 	if len(s.Resource) > 0 {
 		err := otlpwire.RangeAttrs(s.Resource, 1, func(key []byte, v otlpwire.Value) bool {
 			val := dst.validText(v.AppendString(nil))
 			if string(key) == "service.name" {
-				sr.service = val // rendered whatever its type, the last one as in the router
+				// Rendered whatever its type; the last one, as the router
+				// reads it.
+				sr.service = val
 			}
 			if slot, ok := promotedSlot[string(key)]; ok {
 				sr.promote = append(sr.promote, promotion{slot: slot, val: val})
@@ -100,6 +102,11 @@ func (b *rowBuilder) scope(dst *rowBatch, s *sampler.Scope) (*scopeRow, error) {
 		if err != nil {
 			return nil, fmt.Errorf("resource: %w", err)
 		}
+	}
+	if sr.service == nil {
+		sr.service = dst.validText([]byte(s.Service))
+	}
+	if len(sr.res) > 0 {
 		sr.res = b.red.resource(sortKVBytes(sr.res))
 		for _, a := range sr.res {
 			sr.resSize += len(a.key) + len(a.val) + 8
