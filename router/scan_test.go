@@ -139,3 +139,41 @@ func TestScanJSONDepth(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkScanJSON scans the generator's traffic as otlp_json, and the
+// depth check alone on the same records: the check's share of the scan.
+func BenchmarkScanJSON(b *testing.B) {
+	var msgs [][]byte
+	size := 0
+	if _, err := gen.Generate(gen.Config{Seed: 1, Traces: 500, Encoding: gen.EncodingJSON}, func(m []byte) error {
+		msgs = append(msgs, m)
+		size += len(m)
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("scan", func(b *testing.B) {
+		sc, _ := NewScanner(EncodingJSON)
+		var src sampler.Pending
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, m := range msgs {
+				if _, err := sc.Scan(m, &src); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("depth-check", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, m := range msgs {
+				if jsonDeeperThan(m, maxJSONDepth) {
+					b.Fatal("generated record refused")
+				}
+			}
+		}
+	})
+}
