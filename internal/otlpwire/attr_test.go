@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/tailsift/tailsift/internal/otlpwire"
 	"github.com/tailsift/tailsift/internal/otlpwire/wiretest"
@@ -131,3 +132,35 @@ type visitSpans func(*otlpwire.SpanInfo)
 
 func (visitSpans) Scope(*otlpwire.ScopeInfo)   {}
 func (f visitSpans) Span(s *otlpwire.SpanInfo) { f(s) }
+
+// FuzzValueString checks, for any encoded AnyValue: rendering never panics;
+// an array or kvlist renders as valid JSON of at most MaxValueDepth levels;
+// and every value but a plain string (which the archive repairs itself)
+// renders as valid UTF-8.
+func FuzzValueString(f *testing.F) {
+	for _, kv := range []bool{false, true} {
+		f.Add(wiretest.NestedValue(3, kv))
+		f.Add(wiretest.NestedValue(otlpwire.MaxValueDepth+2, kv))
+	}
+	f.Add([]byte{0x2a, 0x03, 0x0a, 0x01, 0xff})       // an array of one truncated value
+	f.Add([]byte{0x3a, 0x02, 0xff, 0xfe})             // bytes
+	f.Add([]byte{0x21, 0, 0, 0, 0, 0, 0, 0xf8, 0x7f}) // NaN
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := otlpwire.DecodeValue(b)
+		if err != nil {
+			return
+		}
+		s := v.String()
+		if v.Type != otlpwire.ValueString && !utf8.ValidString(s) {
+			t.Fatalf("type %d rendered as invalid UTF-8: %q", v.Type, s)
+		}
+		if v.Type == otlpwire.ValueArray || v.Type == otlpwire.ValueKVList {
+			if !json.Valid([]byte(s)) {
+				t.Fatalf("not valid JSON: %q", s)
+			}
+			if d := jsonDepth(t, s); d > otlpwire.MaxValueDepth {
+				t.Fatalf("%d levels rendered", d)
+			}
+		}
+	})
+}
