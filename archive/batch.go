@@ -6,8 +6,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"unicode/utf8"
 
 	"github.com/parquet-go/parquet-go"
+	"github.com/tailsift/tailsift/internal/otlpwire"
 )
 
 // rowBatch holds the rows of one row group, decoded but not yet encoded, in
@@ -35,6 +37,10 @@ type rowBatch struct {
 	cols  [numColumns][]parquet.Value // each column's values of a chunk of rows
 
 	size int64 // estimated uncompressed size of the rows (rowSize)
+
+	// invalidUTF8 counts the strings whose invalid UTF-8 was replaced (see
+	// add); it is not reset with the rows.
+	invalidUTF8 int64
 }
 
 // ref is a string in a rowBatch's arena.
@@ -143,17 +149,39 @@ func (b *rowBatch) rollback(m mark) {
 
 func (b *rowBatch) str(r ref) []byte { return b.arena[r.off : r.off+r.n : r.off+r.n] }
 
-// add stores v in the arena.
+// add stores v in the arena, each byte of it that is not valid UTF-8
+// replaced by U+FFFD. Parquet's STRING columns hold UTF-8, and readers
+// check it: DuckDB refuses a whole file for one invalid byte, so a glob
+// query over the archive would fail. OTLP producers do not all guarantee
+// valid UTF-8, so every string of a row is stored through add or addString.
 func (b *rowBatch) add(v []byte) ref {
+	off := len(b.arena)
+	if utf8.Valid(v) {
+		b.arena = append(b.arena, v...)
+	} else {
+		b.invalidUTF8++
+		b.arena = otlpwire.AppendValidUTF8(b.arena, v)
+	}
+	return b.refFrom(off)
+}
+
+func (b *rowBatch) addString(v string) ref {
+	if !utf8.ValidString(v) {
+		return b.add([]byte(v))
+	}
 	off := len(b.arena)
 	b.arena = append(b.arena, v...)
 	return b.refFrom(off)
 }
 
-func (b *rowBatch) addString(v string) ref {
-	off := len(b.arena)
-	b.arena = append(b.arena, v...)
-	return b.refFrom(off)
+// validText returns v, or a copy of it repaired as add repairs, for the
+// strings of a scope, which live outside the arena.
+func (b *rowBatch) validText(v []byte) []byte {
+	if utf8.Valid(v) {
+		return v
+	}
+	b.invalidUTF8++
+	return otlpwire.AppendValidUTF8(nil, v)
 }
 
 // refFrom is the ref of what was appended to the arena since off.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/tailsift/tailsift/internal/otlpwire"
 	"github.com/tailsift/tailsift/sampler"
@@ -20,13 +21,19 @@ type rowBuilder struct {
 	scopes map[*sampler.Scope]*scopeRow
 	red    *Redaction // nil: none
 	attrs  []kv       // a span's attributes while it is decoded
+	m      *Metrics
 }
 
 // maxCachedScopes bounds the scope cache: a service fleet's distinct scopes.
 const maxCachedScopes = 4096
 
-func newRowBuilder(red *Redaction) *rowBuilder {
-	return &rowBuilder{scopes: make(map[*sampler.Scope]*scopeRow), red: red}
+// newRowBuilder returns a rowBuilder that counts repaired strings in m (nil:
+// unregistered metrics).
+func newRowBuilder(red *Redaction, m *Metrics) *rowBuilder {
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	return &rowBuilder{scopes: make(map[*sampler.Scope]*scopeRow), red: red, m: m}
 }
 
 // appendTrace adds one row per span of k to dst. A span whose bytes do not
@@ -38,6 +45,12 @@ func (b *rowBuilder) appendTrace(dst *rowBatch, k *sampler.Kept) error {
 		clear(b.scopes)
 	}
 	m := dst.mark()
+	invalid := dst.invalidUTF8
+	defer func() {
+		if n := dst.invalidUTF8 - invalid; n > 0 {
+			b.m.invalidUTF8.Add(float64(n))
+		}
+	}()
 	trace := uint32(len(dst.traces))
 	dst.traces = append(dst.traces, traceRow{
 		rootService: dst.addString(k.RootService),
@@ -53,7 +66,7 @@ func (b *rowBuilder) appendTrace(dst *rowBatch, k *sampler.Kept) error {
 	id := dst.addHex(k.ID[:]) // shared by the rows of spans that carry k.ID
 	for i := range k.Spans {
 		sp := &k.Spans[i]
-		sc, err := b.scope(sp.Scope)
+		sc, err := b.scope(dst, sp.Scope)
 		if err == nil {
 			err = b.appendSpan(dst, sp.Raw, sc, trace, k.ID, id)
 		}
@@ -65,23 +78,35 @@ func (b *rowBuilder) appendTrace(dst *rowBatch, k *sampler.Kept) error {
 	return nil
 }
 
-func (b *rowBuilder) scope(s *sampler.Scope) (*scopeRow, error) {
+// scope returns the decoded scope s, whose strings are repaired as dst
+// repairs its own (rowBatch.add) and counted there.
+func (b *rowBuilder) scope(dst *rowBatch, s *sampler.Scope) (*scopeRow, error) {
 	if sr, ok := b.scopes[s]; ok {
 		return sr, nil
 	}
-	sr := &scopeRow{service: []byte(s.Service)}
+	sr := &scopeRow{}
 	if len(s.Resource) > 0 {
 		err := otlpwire.RangeAttrs(s.Resource, 1, func(key []byte, v otlpwire.Value) bool {
-			val := v.AppendString(nil)
+			val := dst.validText(v.AppendString(nil))
+			if string(key) == "service.name" {
+				// Rendered whatever its type; the last one, as the router
+				// reads it.
+				sr.service = val
+			}
 			if slot, ok := promotedSlot[string(key)]; ok {
 				sr.promote = append(sr.promote, promotion{slot: slot, val: val})
 			}
-			sr.res = append(sr.res, kvBytes{key: bytes.Clone(key), val: val})
+			sr.res = append(sr.res, kvBytes{key: bytes.Clone(dst.validText(key)), val: val})
 			return true
 		})
 		if err != nil {
 			return nil, fmt.Errorf("resource: %w", err)
 		}
+	}
+	if sr.service == nil {
+		sr.service = dst.validText([]byte(s.Service))
+	}
+	if len(sr.res) > 0 {
 		sr.res = b.red.resource(sortKVBytes(sr.res))
 		for _, a := range sr.res {
 			sr.resSize += len(a.key) + len(a.val) + 8
@@ -99,9 +124,9 @@ func (b *rowBuilder) scope(s *sampler.Scope) (*scopeRow, error) {
 				return nil, fmt.Errorf("instrumentation scope: %w", protowire.ParseError(n))
 			}
 			if num == 1 {
-				sr.scopeName = bytes.Clone(v)
+				sr.scopeName = bytes.Clone(dst.validText(v))
 			} else {
-				sr.scopeVersion = bytes.Clone(v)
+				sr.scopeVersion = bytes.Clone(dst.validText(v))
 			}
 			m = m[n:]
 			continue
@@ -166,7 +191,11 @@ func (b *rowBuilder) appendSpan(dst *rowBatch, raw []byte, sc *scopeRow, trace u
 			case 3:
 				r.traceState = dst.add(v)
 			case 4:
-				r.parentID = dst.addHex(v)
+				// An all-zero parent is no parent (pdata reads it so):
+				// archived as '', the root spans' parent_span_id.
+				if len(bytes.TrimLeft(v, "\x00")) > 0 {
+					r.parentID = dst.addHex(v)
+				}
 			case 5:
 				r.name = dst.add(v)
 			case 9:
@@ -221,14 +250,7 @@ func (b *rowBuilder) appendSpan(dst *rowBatch, raw []byte, sc *scopeRow, trace u
 		r.traceID = dst.addHex(traceID)
 	}
 	r.spanID = dst.addHex(spanID)
-	kindName, statusName := kindNames[0], statusNames[0]
-	if kind >= 0 && int(kind) < len(kindNames) {
-		kindName = kindNames[kind]
-	}
-	if status >= 0 && int(status) < len(statusNames) {
-		statusName = statusNames[status]
-	}
-	r.kind, r.status = dst.addString(kindName), dst.addString(statusName)
+	r.kind, r.status = dst.addEnum(kindNames[:], kind), dst.addEnum(statusNames[:], status)
 	r.start, r.end = int64(start), int64(end)
 	r.startMicros = r.start / 1e3
 	if end > start {
@@ -395,8 +417,25 @@ func (b *rowBatch) addHex(id []byte) ref {
 	return b.refFrom(off)
 }
 
-// addValue stores an attribute value's text form.
+// addEnum stores the name of enum value v, or its number for a value names
+// does not have (from a newer OTLP version, or a broken producer), so that
+// the value is not lost.
+func (b *rowBatch) addEnum(names []string, v int32) ref {
+	if v >= 0 && int(v) < len(names) {
+		return b.addString(names[v])
+	}
+	off := len(b.arena)
+	b.arena = strconv.AppendInt(b.arena, int64(v), 10)
+	return b.refFrom(off)
+}
+
+// addValue stores an attribute value's text form. Only a string value can
+// hold invalid UTF-8: the JSON of arrays and kvlists is repaired as it is
+// rendered.
 func (b *rowBatch) addValue(v otlpwire.Value) ref {
+	if v.Type == otlpwire.ValueString {
+		return b.add(v.Str)
+	}
 	off := len(b.arena)
 	b.arena = v.AppendString(b.arena)
 	return b.refFrom(off)

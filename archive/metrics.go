@@ -20,6 +20,8 @@ type Metrics struct {
 	spoolUsage     prometheus.Gauge
 	spoolFull      prometheus.Gauge
 	spoolPaused    prometheus.Counter
+
+	invalidUTF8 prometheus.Counter
 }
 
 // NewMetrics registers the archive metrics with reg (nil: unregistered).
@@ -55,6 +57,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while the spool is at its cap and the archive takes no decided traces, else 0."}),
 		spoolPaused: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_spool_full_total",
 			Help: "Times the spool reached its cap and the archive paused."}),
+		invalidUTF8: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_invalid_utf8_total",
+			Help: "Strings (names, attribute keys and values, messages) archived with their invalid UTF-8 bytes replaced by U+FFFD, so that every Parquet reader accepts the file."}),
 	}
 	for _, s := range []string{"decode", "write"} {
 		m.errors.WithLabelValues(s)
@@ -62,7 +66,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.spans, m.files, m.bytes, m.openFiles, m.lastFile, m.errors,
 			m.uploads, m.uploadedBytes, m.uploadFailures, m.spoolFiles,
-			m.spoolBytes, m.spoolMaxBytes, m.spoolUsage, m.spoolFull, m.spoolPaused)
+			m.spoolBytes, m.spoolMaxBytes, m.spoolUsage, m.spoolFull, m.spoolPaused,
+			m.invalidUTF8)
 	}
 	return m
 }

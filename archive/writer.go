@@ -88,7 +88,7 @@ func New(ctx context.Context, cfg Config, m *Metrics) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.rb = newRowBuilder(red)
+	w.rb = newRowBuilder(red, m)
 	var store *s3Store
 	switch loc.scheme {
 	case "file":

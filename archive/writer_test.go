@@ -88,6 +88,12 @@ func keptTraces(t *testing.T, td ptrace.Traces, src *sampler.Pending, decided ti
 	if err != nil {
 		t.Fatal(err)
 	}
+	return keptRecord(t, raw, src, decided)
+}
+
+// keptRecord is keptTraces for an encoded TracesData.
+func keptRecord(t *testing.T, raw []byte, src *sampler.Pending, decided time.Time) []*sampler.Kept {
+	t.Helper()
 	sc, _ := router.NewScanner("")
 	items, err := sc.Scan(raw, src)
 	if err != nil {
@@ -395,7 +401,7 @@ func TestWriterRowGroupsSortedAndSized(t *testing.T) {
 	// their spans wait encoded.
 	var all rowBatch
 	for _, k := range kept {
-		if err := newRowBuilder(nil).appendTrace(&all, k); err != nil {
+		if err := newRowBuilder(nil, nil).appendTrace(&all, k); err != nil {
 			t.Fatal(err)
 		}
 	}

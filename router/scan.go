@@ -85,6 +85,9 @@ func (s *Scanner) Scan(value []byte, src *sampler.Pending) ([]sampler.Item, erro
 	s.skewed = [3]int{}
 	s.now = time.Now().UnixNano()
 	if s.encoding == EncodingJSON {
+		if jsonDeeperThan(value, maxJSONDepth) {
+			return nil, fmt.Errorf("%w: nested deeper than %d levels", errBadJSON, maxJSONDepth)
+		}
 		td, err := (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(value)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errBadJSON, err)
@@ -98,6 +101,39 @@ func (s *Scanner) Scan(value []byte, src *sampler.Pending) ([]sampler.Item, erro
 		return nil, err
 	}
 	return s.items, nil
+}
+
+// maxJSONDepth is the deepest nesting of objects and arrays an otlp_json
+// record may have: what an attribute of a span link needs (12 levels) with
+// a value of kvlists nested otlpwire.MaxValueDepth levels (4 levels each),
+// and some room. pdata's decoder recurses once per level, so a record
+// nested a million levels deep would take a goroutine stack of hundreds of
+// megabytes, or overflow it; such a record is not decoded but counted as
+// malformed.
+const maxJSONDepth = 16 + 4*otlpwire.MaxValueDepth
+
+// jsonDeeperThan reports whether objects and arrays nest deeper than limit
+// in the JSON text b, brackets inside strings aside. It reads each byte
+// once and decodes nothing.
+func jsonDeeperThan(b []byte, limit int) bool {
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '{', '[':
+			if depth++; depth > limit {
+				return true
+			}
+		case '}', ']':
+			depth--
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+		}
+	}
+	return false
 }
 
 // maxScopes bounds the interned scopes. A fleet has a few thousand distinct

@@ -1,9 +1,13 @@
 package router
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/tailsift/tailsift/bench/gen"
+	"github.com/tailsift/tailsift/internal/otlpwire"
+	"github.com/tailsift/tailsift/internal/otlpwire/wiretest"
 	"github.com/tailsift/tailsift/sampler"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
@@ -104,4 +108,72 @@ func BenchmarkScanGenerated(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*spans), "ns/span")
+}
+
+// TestScanJSONDepth: an otlp_json record whose values nest up to
+// otlpwire.MaxValueDepth levels, even in a link's or an event's attributes,
+// is decoded; one nested deeper than maxJSONDepth, up to a million levels,
+// is refused as malformed JSON before pdata's recursive decoder sees it.
+// Brackets inside strings do not count.
+func TestScanJSONDepth(t *testing.T) {
+	record := func(value string) []byte {
+		return []byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708",` +
+			`"name":"[[[{{{\"[[","attributes":[{"key":"a","value":` + value + `}],` +
+			`"events":[{"name":"e","attributes":[{"key":"a","value":` + value + `}]}],` +
+			`"links":[{"traceId":"0102030405060708090a0b0c0d0e0f11","spanId":"0102030405060709","attributes":[{"key":"a","value":` + value + `}]}]}]}]}]}`)
+	}
+	sc, err := NewScanner(EncodingJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kvlist := range []bool{false, true} {
+		items, err := sc.Scan(record(wiretest.NestedJSONValue(otlpwire.MaxValueDepth, kvlist)), nil)
+		if err != nil || len(items) != 1 {
+			t.Fatalf("kvlist=%v, %d levels: %d items, %v", kvlist, otlpwire.MaxValueDepth, len(items), err)
+		}
+		for _, depth := range []int{maxJSONDepth, 1_000_000} {
+			items, err := sc.Scan(record(wiretest.NestedJSONValue(depth, kvlist)), nil)
+			if !errors.Is(err, errBadJSON) || !strings.Contains(err.Error(), "nested deeper than") || len(items) != 0 {
+				t.Fatalf("kvlist=%v, %d levels: %d items, err %v", kvlist, depth, len(items), err)
+			}
+		}
+	}
+}
+
+// BenchmarkScanJSON scans the generator's traffic as otlp_json, and the
+// depth check alone on the same records: the check's share of the scan.
+func BenchmarkScanJSON(b *testing.B) {
+	var msgs [][]byte
+	size := 0
+	if _, err := gen.Generate(gen.Config{Seed: 1, Traces: 500, Encoding: gen.EncodingJSON}, func(m []byte) error {
+		msgs = append(msgs, m)
+		size += len(m)
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("scan", func(b *testing.B) {
+		sc, _ := NewScanner(EncodingJSON)
+		var src sampler.Pending
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, m := range msgs {
+				if _, err := sc.Scan(m, &src); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("depth-check", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, m := range msgs {
+				if jsonDeeperThan(m, maxJSONDepth) {
+					b.Fatal("generated record refused")
+				}
+			}
+		}
+	})
 }

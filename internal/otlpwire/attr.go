@@ -1,8 +1,10 @@
 package otlpwire
 
 import (
+	"encoding/base64"
 	"math"
 	"strconv"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -62,7 +64,8 @@ func (v Value) Float() (float64, bool) {
 }
 
 // AppendString appends the value's text form: strings as they are, numbers
-// and bools in Go's format, bytes as hex, arrays and kvlists as JSON.
+// and bools in Go's format, bytes in standard base64 with padding (as OTLP/JSON
+// writes them), arrays and kvlists as JSON.
 func (v Value) AppendString(dst []byte) []byte {
 	switch v.Type {
 	case ValueString:
@@ -74,11 +77,11 @@ func (v Value) AppendString(dst []byte) []byte {
 	case ValueDouble:
 		return strconv.AppendFloat(dst, math.Float64frombits(v.Num), 'g', -1, 64)
 	case ValueBytes:
-		return appendHex(dst, v.Str)
+		return base64.StdEncoding.AppendEncode(dst, v.Str)
 	case ValueArray:
-		return appendArrayJSON(dst, v.Str)
+		return appendArrayJSON(dst, v.Str, 1)
 	case ValueKVList:
-		return appendKVListJSON(dst, v.Str)
+		return appendKVListJSON(dst, v.Str, 1)
 	}
 	return dst
 }
@@ -249,30 +252,53 @@ func appendHex(dst, b []byte) []byte {
 // the archive.
 func AppendHex(dst, b []byte) []byte { return appendHex(dst, b) }
 
-func appendJSONString(dst, s []byte) []byte {
-	return strconv.AppendQuote(dst, string(s))
-}
+// MaxValueDepth is how many levels of arrays and kvlists an attribute value
+// is rendered to: the outermost array or kvlist is level 1. An array or
+// kvlist nested deeper is rendered as the JSON string TruncatedValue.
+//
+// Rendering recurses once per level, and a goroutine that overflows its
+// stack cannot be recovered: without a bound, one record nesting a value a
+// million levels deep (9.5 MB of protobuf) would crash the node on every
+// restart, since it is never committed. Real values nest a few levels.
+const MaxValueDepth = 64
 
-func appendValueJSON(dst []byte, v Value) []byte {
+// TruncatedValue stands for an array or kvlist nested deeper than
+// MaxValueDepth in a rendered value. It is a JSON string, so the rendering
+// stays valid JSON.
+const TruncatedValue = `"[truncated: nested deeper than 64 levels]"`
+
+// appendValueJSON appends v as a JSON value; level is the nesting level an
+// array or kvlist v would have.
+func appendValueJSON(dst []byte, v Value, level int) []byte {
 	switch v.Type {
-	case ValueString, ValueBytes:
-		if v.Type == ValueBytes {
-			return appendJSONString(dst, appendHex(nil, v.Str))
-		}
+	case ValueString:
 		return appendJSONString(dst, v.Str)
+	case ValueBytes:
+		dst = append(dst, '"')
+		return append(base64.StdEncoding.AppendEncode(dst, v.Str), '"')
 	case ValueEmpty:
 		return append(dst, "null"...)
 	case ValueDouble:
 		f := math.Float64frombits(v.Num)
 		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return appendJSONString(dst, []byte(strconv.FormatFloat(f, 'g', -1, 64)))
+			return appendJSONString(dst, strconv.AppendFloat(nil, f, 'g', -1, 64))
 		}
+	case ValueArray, ValueKVList:
+		if level > MaxValueDepth {
+			return append(dst, TruncatedValue...)
+		}
+		if v.Type == ValueArray {
+			return appendArrayJSON(dst, v.Str, level)
+		}
+		return appendKVListJSON(dst, v.Str, level)
 	}
 	return v.AppendString(dst)
 }
 
-// ArrayValue { repeated AnyValue values = 1; }
-func appendArrayJSON(dst, b []byte) []byte {
+// appendArrayJSON appends the array at nesting level `level`,
+//
+//	message ArrayValue { repeated AnyValue values = 1; }
+func appendArrayJSON(dst, b []byte, level int) []byte {
 	dst = append(dst, '[')
 	first := true
 	for len(b) > 0 {
@@ -295,7 +321,7 @@ func appendArrayJSON(dst, b []byte) []byte {
 				dst = append(dst, ',')
 			}
 			first = false
-			dst = appendValueJSON(dst, v)
+			dst = appendValueJSON(dst, v, level+1)
 			continue
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
@@ -307,8 +333,11 @@ func appendArrayJSON(dst, b []byte) []byte {
 	return append(dst, ']')
 }
 
-// KeyValueList { repeated KeyValue values = 1; }
-func appendKVListJSON(dst, b []byte) []byte {
+// appendKVListJSON appends the kvlist at nesting level `level` as a JSON
+// object,
+//
+//	message KeyValueList { repeated KeyValue values = 1; }
+func appendKVListJSON(dst, b []byte, level int) []byte {
 	dst = append(dst, '{')
 	first := true
 	_ = RangeAttrs(b, 1, func(k []byte, v Value) bool {
@@ -318,8 +347,59 @@ func appendKVListJSON(dst, b []byte) []byte {
 		first = false
 		dst = appendJSONString(dst, k)
 		dst = append(dst, ':')
-		dst = appendValueJSON(dst, v)
+		dst = appendValueJSON(dst, v, level+1)
 		return true
 	})
 	return append(dst, '}')
+}
+
+// appendJSONString appends s as a JSON string (RFC 8259): quotes,
+// backslashes and control characters escaped, each invalid UTF-8 byte
+// replaced by U+FFFD, so that every JSON reader accepts the result.
+func appendJSONString(dst, s []byte) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, n := utf8.DecodeRune(s[i:])
+			if r == utf8.RuneError && n == 1 {
+				dst = append(dst, "\ufffd"...)
+			} else {
+				dst = append(dst, s[i:i+n]...)
+			}
+			i += n
+			continue
+		}
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c == '\n':
+			dst = append(dst, '\\', 'n')
+		case c == '\r':
+			dst = append(dst, '\\', 'r')
+		case c == '\t':
+			dst = append(dst, '\\', 't')
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+		i++
+	}
+	return append(dst, '"')
+}
+
+// AppendValidUTF8 appends s with each byte that is not part of a valid
+// UTF-8 sequence replaced by U+FFFD, as Go's range over a string reads it.
+func AppendValidUTF8(dst, s []byte) []byte {
+	for len(s) > 0 {
+		r, n := utf8.DecodeRune(s)
+		if r == utf8.RuneError && n == 1 {
+			dst = utf8.AppendRune(dst, utf8.RuneError)
+		} else {
+			dst = append(dst, s[:n]...)
+		}
+		s = s[n:]
+	}
+	return dst
 }

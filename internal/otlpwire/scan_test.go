@@ -332,7 +332,7 @@ func TestAttrValues(t *testing.T) {
 	check("http.response.status_code", "200")
 	check("ratio", "0.25")
 	check("cache.hit", "true")
-	check("blob", "010203")
+	check("blob", "AQID")
 	check("tags", `["x"]`)
 	check("m", `{"k":"v"}`)
 	if _, ok := FindAttr(raw, 9, "absent"); ok {
