@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
@@ -48,6 +49,9 @@ type Config struct {
 	// buffers too; a deeper queue only moves the backlog from Kafka into
 	// memory.
 	QueueBatches int
+	// Logger receives the advice when a late span would have changed a
+	// decision to drop (at most one line a minute). Nil: not logged.
+	Logger *slog.Logger
 }
 
 // Validate fills defaults and checks every field, reporting all problems.
@@ -464,6 +468,7 @@ type Metrics struct {
 	orphanSpans    prometheus.Counter
 	decisionWait   waitHistogram
 	handedOff      prometheus.Counter
+	late           *lateMetrics
 }
 
 // NewMetrics creates the sampler metrics and registers them with reg (nil:
@@ -499,10 +504,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]float64{0.1, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120}),
 		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_sampler_handed_off_spans_total", Help: "Spans handed to another node because it owns their trace (after a ring change, or sent here by a peer whose ring was behind)."}),
+		late: newLateMetrics(),
 	}
 	if reg != nil {
 		reg.MustRegister(m.spansBuffered, m.bytesBuffered, m.tracesBuffered, m.completed, m.decided,
 			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.orphanSpans, &m.decisionWait, m.handedOff)
+		reg.MustRegister(m.late.collectors()...)
 	}
 	return m
 }

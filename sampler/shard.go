@@ -85,6 +85,7 @@ type shard struct {
 	due       []*buffered       // traces expire is about to decide
 	aheadSum  uint64            // readAhead's loads, summed so they stay
 	ids       idScratch         // for counting orphan spans at decision
+	lateness  lateness          // when recent traces were decided (lateness.go)
 
 	in  chan []Item
 	ctl chan shardCall
@@ -178,6 +179,7 @@ func (sh *shard) publish() {
 		addCount(m.spansDropped, &sh.dDropped)
 		addCount(m.noRoot, &sh.dNoRoot)
 		addCount(m.orphanSpans, &sh.dOrphs)
+		sh.publishLateness()
 	}
 	if sh.dSpans == 0 && sh.dBytes == 0 && sh.dTraces == 0 {
 		return
@@ -199,12 +201,13 @@ func addCount(c prometheus.Counter, n *uint64) {
 
 func newShard(s *Sampler) *shard {
 	return &shard{
-		cfg:   &s.cfg,
-		s:     s,
-		cache: newDecisionCache(s.cfg.DecisionCacheSize / s.cfg.Shards),
-		late:  make(map[TraceID]*Kept),
-		in:    make(chan []Item, s.cfg.QueueBatches),
-		ctl:   make(chan shardCall),
+		cfg:      &s.cfg,
+		s:        s,
+		cache:    newDecisionCache(s.cfg.DecisionCacheSize / s.cfg.Shards),
+		lateness: newLateness(s.cfg.DecisionCacheSize / s.cfg.Shards),
+		late:     make(map[TraceID]*Kept),
+		in:       make(chan []Item, s.cfg.QueueBatches),
+		ctl:      make(chan shardCall),
 		// Room for twice the shard's share of the byte bound: chunks
 		// pinned by a few long-lived traces, and the bound's overshoot
 		// before the oldest traces are decided. Past it, chunks come
@@ -218,6 +221,7 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 	b := sh.traces.get(&it.TraceID)
 	if b == nil {
 		if d, dropped := sh.cache.lookup(it.TraceID); d != nil || dropped {
+			sh.lateSpan(it, d != nil, now)
 			sh.addLate(ctx, it, d)
 			return
 		}
@@ -423,6 +427,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 	m := sh.s.m
 	sh.counted = true
 	sh.counters.count(m.completed, cause)
+	sh.lateness.decided(&b.id, now.UnixNano())
 	sh.waits.observe(&m.decisionWait, now.Sub(t.FirstSeen).Seconds())
 	if b.root < 0 {
 		sh.dNoRoot++
