@@ -20,10 +20,19 @@ type Config struct {
 	// Shards is the number of shard goroutines. Default: GOMAXPROCS.
 	Shards int
 	// QuietPeriod: a trace whose root span has arrived is complete once no
-	// span has arrived for this long. Default 3s.
+	// span has arrived for this long. Default 12s: SDKs export on a timer
+	// of their own (5s by default, up to 10s seen), each service on its
+	// own phase, and the root's service may export first; every other
+	// span of the trace ended before the root did, so it arrives within
+	// one export interval, plus a gateway Collector's batch, after the
+	// root. 12s covers a 10s interval, a 200ms batch and the time to
+	// reach Kafka.
 	QuietPeriod time.Duration
 	// MaxWait: a trace is decided this long after its first span arrived,
-	// root or not. Default 30s.
+	// root or not. Default 60s: a trace's first span may be exported an
+	// export interval before its root ends, and the rest up to one
+	// more interval after, so a trace of duration d needs d plus two
+	// intervals.
 	MaxWait time.Duration
 	// MaxSpansPerTrace: a trace is decided when it reaches this many spans;
 	// later spans follow the decision. Default 10,000.
@@ -60,10 +69,10 @@ func (c *Config) Validate() error {
 		c.Shards = runtime.GOMAXPROCS(0)
 	}
 	if c.QuietPeriod == 0 {
-		c.QuietPeriod = 3 * time.Second
+		c.QuietPeriod = 12 * time.Second
 	}
 	if c.MaxWait == 0 {
-		c.MaxWait = 30 * time.Second
+		c.MaxWait = 60 * time.Second
 	}
 	if c.MaxSpansPerTrace == 0 {
 		c.MaxSpansPerTrace = 10_000

@@ -167,8 +167,8 @@ func defaultConfig() Config {
 			RebalanceTimeout:    60 * time.Second,
 		},
 		Sampler: SamplerConfig{
-			QuietPeriod:       3 * time.Second,
-			MaxWait:           30 * time.Second,
+			QuietPeriod:       12 * time.Second,
+			MaxWait:           60 * time.Second,
 			MaxSpansPerTrace:  10_000,
 			MaxBufferedBytes:  1 << 30,
 			DecisionCacheSize: 1_000_000,
