@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -61,6 +62,61 @@ func Produce(ctx context.Context, cl *kgo.Client, topic string, cfg Config) (*Tr
 	}
 	if err != nil {
 		return truth, fmt.Errorf("gen: producing to %s: %w", topic, err)
+	}
+	return truth, nil
+}
+
+// ProduceDelivery delivers d into topic through cl in real time: each
+// record is handed to the client when the wall clock, counted from the
+// call, reaches its Record.At, so its timestamp is the time it was
+// produced, as the gateway's exporter stamps it. d.Start is set to the
+// call's time. It returns once every record is acknowledged, or with the
+// first error.
+func ProduceDelivery(ctx context.Context, cl *kgo.Client, topic string, d Delivery) (*Truth, error) {
+	var (
+		mu    sync.Mutex
+		first error
+	)
+	promise := func(_ *kgo.Record, err error) {
+		if err != nil {
+			mu.Lock()
+			if first == nil {
+				first = err
+			}
+			mu.Unlock()
+		}
+	}
+	start := time.Now()
+	d.Start = start
+	truth, err := Deliver(d, func(rec Record) error {
+		mu.Lock()
+		err := first
+		mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if wait := time.Until(rec.At); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+		}
+		cl.Produce(ctx, &kgo.Record{Topic: topic, Key: rec.Key, Value: rec.Value}, promise)
+		return nil
+	})
+	if ferr := cl.Flush(ctx); err == nil {
+		err = ferr
+	}
+	if err == nil {
+		mu.Lock()
+		err = first
+		mu.Unlock()
+	}
+	if err != nil {
+		return truth, fmt.Errorf("gen: delivering to %s: %w", topic, err)
 	}
 	return truth, nil
 }
