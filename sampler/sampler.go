@@ -29,10 +29,10 @@ type Config struct {
 	// reach Kafka.
 	QuietPeriod time.Duration
 	// MaxWait: a trace is decided this long after its first span arrived,
-	// root or not. Default 60s: a trace's first span may be exported an
-	// export interval before its root ends, and the rest up to one
-	// more interval after, so a trace of duration d needs d plus two
-	// intervals.
+	// root or not. Default 60s: no span arrives before the trace starts,
+	// and the last up to one export interval and a batch after the root
+	// ends, so a trace of duration d needs d plus that; 60s leaves room
+	// for traces of most of a minute with 10s timers.
 	MaxWait time.Duration
 	// MaxSpansPerTrace: a trace is decided when it reaches this many spans;
 	// later spans follow the decision. Default 10,000.
