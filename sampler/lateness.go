@@ -32,7 +32,9 @@ type lateMetrics struct {
 	changing *prometheus.CounterVec
 
 	mu      sync.Mutex
-	advised time.Time // wall time of the last advice logged
+	advised time.Time     // wall time of the last advice logged
+	worst   time.Duration // the greatest lateness not yet in advice
+	unknown int           // decision-changing spans of unknown lateness not yet in advice
 }
 
 func newLateMetrics() *lateMetrics {
@@ -55,30 +57,38 @@ func (m *lateMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{&m.lateness, m.changing}
 }
 
-// advise logs one decision-changing late span unless one was logged within
-// adviceEvery. lateness < 0 means the decision's time was forgotten.
+// advise notes a decision-changing late span and logs advice unless it
+// did within adviceEvery: the first such span at once, later ones with the
+// greatest lateness seen since. lateness < 0 means the decision's time was
+// forgotten.
 func (m *lateMetrics) advise(log *slog.Logger, wall time.Time, reason string, lateness, quiet time.Duration) {
 	if log == nil {
 		return
 	}
 	m.mu.Lock()
+	if lateness < 0 {
+		m.unknown++
+	} else {
+		m.worst = max(m.worst, lateness)
+	}
 	if !m.advised.IsZero() && wall.Sub(m.advised) < adviceEvery {
 		m.mu.Unlock()
 		return
 	}
-	m.advised = wall
+	worst, unknown := m.worst, m.unknown
+	m.advised, m.worst, m.unknown = wall, 0, 0
 	m.mu.Unlock()
-	if lateness < 0 {
-		log.Warn(reason+" span arrived after its trace was decided and dropped; the trace's export is later than sampler.quiet_period allows: raise it by the longest export delay of your SDKs and Collectors",
-			"quiet_period", quiet)
+	if worst == 0 {
+		log.Warn(reason+" span arrived after its trace was decided and dropped, later than the node remembers decision times; raise sampler.quiet_period by the longest export delay of your SDKs and Collectors",
+			"quiet_period", quiet, "spans", unknown)
 		return
 	}
 	// The span would have been in time had the quiet period been longer
 	// by its lateness; advise a whole second more.
-	advice := (quiet + lateness + time.Second).Truncate(time.Second)
-	log.Warn(reason+" span arrived "+lateness.Round(100*time.Millisecond).String()+
+	advice := (quiet + worst + time.Second).Truncate(time.Second)
+	log.Warn(reason+" span arrived "+worst.Round(100*time.Millisecond).String()+
 		" after its trace was decided and dropped; raise sampler.quiet_period above "+advice.String(),
-		"quiet_period", quiet, "lateness", lateness)
+		"quiet_period", quiet, "lateness", worst)
 }
 
 // lateness is a shard's half of the accounting. It remembers when recent

@@ -39,8 +39,8 @@ func TestLateSpanAccounting(t *testing.T) {
 		t.Fatalf("decision-changing counter has %d series at start, want %d", n, len(lateReasons))
 	}
 
-	// Three traces decided and dropped at t0+3s.
-	for i := byte(1); i <= 3; i++ {
+	// Four traces decided and dropped at t0+3s.
+	for i := byte(1); i <= 4; i++ {
 		root := item(tid(i), true, false, nil)
 		sh.add(ctx, &root, t0)
 	}
@@ -92,6 +92,13 @@ tailsift_sampler_span_lateness_seconds_count 3
 
 	lines := strings.Split(strings.TrimSpace(logged.String()), "\n")
 	if len(lines) != 1 || !strings.Contains(lines[0], "error span arrived 6.2s after its trace was decided and dropped; raise sampler.quiet_period above 10s") {
+		t.Errorf("advice logged:\n%s", logged.String())
+	}
+	// A minute later the next line names the greatest lateness since.
+	again := item(tid(4), false, true, nil)
+	sh.add(ctx, &again, t0.Add(70*time.Second))
+	lines = strings.Split(strings.TrimSpace(logged.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], "error span arrived 1m7s after its trace was decided and dropped; raise sampler.quiet_period above 1m11s") {
 		t.Errorf("advice logged:\n%s", logged.String())
 	}
 }

@@ -5,9 +5,15 @@
 // time, not in real time, so it takes seconds.
 //
 //	go run ./bench/delivery -traces 20000 -intervals 1s,2s,5s,10s
+//
+// With -brokers it produces the delivery to Kafka in real time instead, at
+// the first interval, as load for a node:
+//
+//	go run ./bench/delivery -brokers 127.0.0.1:9092 -traces 120000 -rate 2000 -intervals 5s
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -16,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tailsift/tailsift/bench/gen"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func main() {
@@ -23,7 +30,20 @@ func main() {
 	rate := flag.Float64("rate", 100, "traces started per second")
 	intervals := flag.String("intervals", "1s,2s,3s,4s,5s,6s,7s,8s,9s,10s", "SDK export intervals to measure, comma-separated")
 	byID := flag.Bool("by-trace-id", false, "one record per trace (partition_traces_by_id)")
+	brokers := flag.String("brokers", "", "produce to these Kafka brokers in real time instead of measuring")
+	topic := flag.String("topic", "otlp_spans", "topic to produce to")
 	flag.Parse()
+	if *brokers != "" {
+		iv, err := time.ParseDuration(strings.Split(*intervals, ",")[0])
+		if err == nil {
+			err = produce(*brokers, *topic, gen.Delivery{Config: gen.Config{Seed: 1, Traces: *traces}, Rate: *rate, ExportInterval: iv, ByTraceID: *byID})
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	fmt.Println("interval  after root p50/p99/max   gap after root p99/p99.9/max   first to last max")
 	for _, s := range strings.Split(*intervals, ",") {
@@ -81,4 +101,20 @@ func main() {
 		fmt.Printf("%-8v  %-7s %-7s %-7s       %-7s %-7s %-7s         %v\n", iv,
 			q(after, 0.5), q(after, 0.99), q(after, 1), q(gaps, 0.99), q(gaps, 0.999), q(gaps, 1), span.Round(10*time.Millisecond))
 	}
+}
+
+// produce delivers d to topic in real time.
+func produce(brokers, topic string, d gen.Delivery) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ProducerBatchMaxBytes(16<<20))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	start := time.Now()
+	truth, err := gen.ProduceDelivery(context.Background(), cl, topic, d)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("produced %d traces, %d spans, %d records in %v\n", truth.Traces, truth.Spans, truth.Messages, time.Since(start).Round(time.Second))
+	return nil
 }
