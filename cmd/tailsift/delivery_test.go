@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"flag"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -85,13 +83,13 @@ func TestDeliveryDefaults(t *testing.T) {
 	for _, tr := range truths {
 		spans += tr.Spans
 	}
-	waitSettled(t, def, spans)
-	waitSettled(t, short, spans)
+	waitDecided(t, def, spans)
+	waitDecided(t, short, spans)
 	stopDef()
 	stopShort()
 
 	check := func(n *node, dir string) (errLost, slowLost, lastLost, errTotal, slowTotal, lastTotal int) {
-		archived := archivedSpans(t, dir)
+		archived := archivedSpansByTrace(t, dir)
 		for _, tr := range truths {
 			for id, want := range tr.ErrorTraces {
 				errTotal++
@@ -140,51 +138,4 @@ func TestDeliveryDefaults(t *testing.T) {
 	if n := strings.Count(logged, "after its trace was decided and dropped; raise sampler.quiet_period above"); n < 1 || n > 1+int(time.Since(began)/time.Minute) {
 		t.Errorf("%d lines of advice in %v, logged:\n%s", n, time.Since(began).Round(time.Second), logged)
 	}
-}
-
-// waitSettled waits until every one of spans spans reached n and was
-// decided with its trace, or followed a decision as a late span.
-func waitSettled(t *testing.T, n *node, spans int) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		kept := sumCounter(n.reg, "tailsift_sampler_spans_kept_total", "", "")
-		dropped := sumCounter(n.reg, "tailsift_sampler_spans_dropped_total", "", "")
-		lateDropped := sumCounter(n.reg, "tailsift_sampler_late_spans_total", "decision", "drop")
-		if int(kept+dropped+lateDropped) >= spans {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node settled %.0f of %d spans in 3 minutes", kept+dropped+lateDropped, spans)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// archivedSpans reads the archive in dir with DuckDB: spans by trace.
-func archivedSpans(t *testing.T, dir string) map[[16]byte]int {
-	t.Helper()
-	db := openDuckDB(t)
-	rows, err := db.Query(fmt.Sprintf(`SELECT trace_id, count(*) FROM read_parquet('%s/**/*.parquet', hive_partitioning = true) GROUP BY trace_id`, dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[[16]byte]int{}
-	for rows.Next() {
-		var id string
-		var c int
-		if err := rows.Scan(&id, &c); err != nil {
-			t.Fatal(err)
-		}
-		var tid [16]byte
-		if _, err := hex.Decode(tid[:], []byte(id)); err != nil {
-			t.Fatalf("trace_id %q is not hex: %v", id, err)
-		}
-		out[tid] = c
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
