@@ -174,22 +174,20 @@ func (sh *shard) lateSpan(it *Item, kept bool, now time.Time) {
 }
 
 // changes returns why span it would have changed its trace's decision to
-// drop, had it arrived in time, or "": it is an error span, or the
-// policies that look only at a trace's content (error, latency, rules)
-// keep it on its own. Policies that sample (probabilistic, dynamic, a
-// budget) are passed over: they decided this trace already, and asking
-// them again would count it twice.
+// drop, had it arrived in time, or "": the policies that look only at a
+// trace's content (error, latency, rules) keep it on its own, in the
+// chain's order, so a rule that drops it first wins as it would have.
+// Policies that sample (probabilistic, dynamic, a budget's cap) are passed
+// over: they decided this trace already, and asking them again would
+// count it twice.
 func (l *lateness) changes(p Policy, it *Item) string {
-	if it.Span.Error() {
-		return lateError
-	}
 	l.one[0] = it.Span
 	root := int32(-1)
 	if it.Span.Root() {
 		root = 0
 	}
 	l.tr = Trace{ID: it.TraceID, Spans: l.one[:], Bytes: len(it.Span.Raw), root: root,
-		minStart: it.Span.Start, maxEnd: it.Span.End}
+		hasError: it.Span.Error(), minStart: it.Span.Start, maxEnd: it.Span.End}
 	r, _ := contentKeeps(p, &l.tr)
 	l.one[0] = Span{}
 	l.tr = Trace{}

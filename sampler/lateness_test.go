@@ -126,3 +126,26 @@ func TestLatenessForgetsByOverwriting(t *testing.T) {
 		t.Fatalf("since of an overwritten trace = %v, want -1 (unknown)", d)
 	}
 }
+
+// TestLateSpanChangesOnlyWhatThePoliciesWould: an error span is not
+// counted as decision-changing when no policy keeps error traces.
+func TestLateSpanChangesOnlyWhatThePoliciesWould(t *testing.T) {
+	lat, err := NewLatencyPolicy(2 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l lateness
+	errSpan := item(tid(1), false, true, nil)
+	for _, c := range []struct {
+		p    Policy
+		want string
+	}{
+		{Chain{ErrorPolicy{}, lat}, lateError},
+		{Chain{lat, dropAll}, ""},
+		{HeadSampling{Inner: Chain{dropAll, ErrorPolicy{}}}, lateError}, // dropAll samples: passed over
+	} {
+		if got := l.changes(c.p, &errSpan); got != c.want {
+			t.Errorf("%v: changes = %q, want %q", c.p, got, c.want)
+		}
+	}
+}

@@ -41,7 +41,8 @@ type Config struct {
 	// Past it, the oldest traces are decided early. Default 1 GiB.
 	MaxBufferedBytes int64
 	// DecisionCacheSize is how many recent decisions are remembered for late
-	// spans. Default 1,000,000 (about 30 MB).
+	// spans. Default 1,000,000 (about 30 MB, and 8 MB of decision times
+	// for measuring lateness).
 	DecisionCacheSize int
 	// TickInterval is how often shards look for complete traces. Default 100ms.
 	TickInterval time.Duration
