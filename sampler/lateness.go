@@ -152,6 +152,15 @@ func (l *lateness) since(id *TraceID, now int64) time.Duration {
 	return time.Duration(ms) * time.Millisecond
 }
 
+// noteDecision records that id was decided at now (record time). The
+// table is sized like the shard's part of the decision cache.
+func (sh *shard) noteDecision(id *TraceID, now time.Time) {
+	if sh.lateness.size == 0 {
+		sh.lateness = newLateness(sh.cfg.DecisionCacheSize / sh.cfg.Shards)
+	}
+	sh.lateness.decided(id, now.UnixNano())
+}
+
 // lateSpan accounts for a span of a decided trace arriving at now (record
 // time); kept tells whether the trace was kept.
 func (sh *shard) lateSpan(it *Item, kept bool, now time.Time) {

@@ -201,13 +201,12 @@ func addCount(c prometheus.Counter, n *uint64) {
 
 func newShard(s *Sampler) *shard {
 	return &shard{
-		cfg:      &s.cfg,
-		s:        s,
-		cache:    newDecisionCache(s.cfg.DecisionCacheSize / s.cfg.Shards),
-		lateness: newLateness(s.cfg.DecisionCacheSize / s.cfg.Shards),
-		late:     make(map[TraceID]*Kept),
-		in:       make(chan []Item, s.cfg.QueueBatches),
-		ctl:      make(chan shardCall),
+		cfg:   &s.cfg,
+		s:     s,
+		cache: newDecisionCache(s.cfg.DecisionCacheSize / s.cfg.Shards),
+		late:  make(map[TraceID]*Kept),
+		in:    make(chan []Item, s.cfg.QueueBatches),
+		ctl:   make(chan shardCall),
 		// Room for twice the shard's share of the byte bound: chunks
 		// pinned by a few long-lived traces, and the bound's overshoot
 		// before the oldest traces are decided. Past it, chunks come
@@ -427,7 +426,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 	m := sh.s.m
 	sh.counted = true
 	sh.counters.count(m.completed, cause)
-	sh.lateness.decided(&b.id, now.UnixNano())
+	sh.noteDecision(&b.id, now)
 	sh.waits.observe(&m.decisionWait, now.Sub(t.FirstSeen).Seconds())
 	if b.root < 0 {
 		sh.dNoRoot++
