@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
@@ -19,10 +20,19 @@ type Config struct {
 	// Shards is the number of shard goroutines. Default: GOMAXPROCS.
 	Shards int
 	// QuietPeriod: a trace whose root span has arrived is complete once no
-	// span has arrived for this long. Default 3s.
+	// span has arrived for this long. Default 12s: SDKs export on a timer
+	// of their own (5s by default, up to 10s seen), each service on its
+	// own phase, and the root's service may export first; every other
+	// span of the trace ended before the root did, so it arrives within
+	// one export interval, plus a gateway Collector's batch, after the
+	// root. 12s covers a 10s interval, a 200ms batch and the time to
+	// reach Kafka.
 	QuietPeriod time.Duration
 	// MaxWait: a trace is decided this long after its first span arrived,
-	// root or not. Default 30s.
+	// root or not. Default 60s: no span arrives before the trace starts,
+	// and the last up to one export interval and a batch after the root
+	// ends, so a trace of duration d needs d plus that; 60s leaves room
+	// for traces of most of a minute with 10s timers.
 	MaxWait time.Duration
 	// MaxSpansPerTrace: a trace is decided when it reaches this many spans;
 	// later spans follow the decision. Default 10,000.
@@ -31,7 +41,8 @@ type Config struct {
 	// Past it, the oldest traces are decided early. Default 1 GiB.
 	MaxBufferedBytes int64
 	// DecisionCacheSize is how many recent decisions are remembered for late
-	// spans. Default 1,000,000 (about 30 MB).
+	// spans. Default 1,000,000 (about 30 MB, and 8 MB of decision times
+	// for measuring lateness).
 	DecisionCacheSize int
 	// TickInterval is how often shards look for complete traces. Default 100ms.
 	TickInterval time.Duration
@@ -48,6 +59,9 @@ type Config struct {
 	// buffers too; a deeper queue only moves the backlog from Kafka into
 	// memory.
 	QueueBatches int
+	// Logger receives the advice when a late span would have changed a
+	// decision to drop (at most one line a minute). Nil: not logged.
+	Logger *slog.Logger
 }
 
 // Validate fills defaults and checks every field, reporting all problems.
@@ -56,10 +70,10 @@ func (c *Config) Validate() error {
 		c.Shards = runtime.GOMAXPROCS(0)
 	}
 	if c.QuietPeriod == 0 {
-		c.QuietPeriod = 3 * time.Second
+		c.QuietPeriod = 12 * time.Second
 	}
 	if c.MaxWait == 0 {
-		c.MaxWait = 30 * time.Second
+		c.MaxWait = 60 * time.Second
 	}
 	if c.MaxSpansPerTrace == 0 {
 		c.MaxSpansPerTrace = 10_000
@@ -464,6 +478,7 @@ type Metrics struct {
 	orphanSpans    prometheus.Counter
 	decisionWait   waitHistogram
 	handedOff      prometheus.Counter
+	late           *lateMetrics
 }
 
 // NewMetrics creates the sampler metrics and registers them with reg (nil:
@@ -499,10 +514,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]float64{0.1, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120}),
 		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_sampler_handed_off_spans_total", Help: "Spans handed to another node because it owns their trace (after a ring change, or sent here by a peer whose ring was behind)."}),
+		late: newLateMetrics(),
 	}
 	if reg != nil {
 		reg.MustRegister(m.spansBuffered, m.bytesBuffered, m.tracesBuffered, m.completed, m.decided,
 			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.orphanSpans, &m.decisionWait, m.handedOff)
+		reg.MustRegister(m.late.collectors()...)
 	}
 	return m
 }

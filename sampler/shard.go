@@ -85,6 +85,7 @@ type shard struct {
 	due       []*buffered       // traces expire is about to decide
 	aheadSum  uint64            // readAhead's loads, summed so they stay
 	ids       idScratch         // for counting orphan spans at decision
+	lateness  lateness          // when recent traces were decided (lateness.go)
 
 	in  chan []Item
 	ctl chan shardCall
@@ -178,6 +179,7 @@ func (sh *shard) publish() {
 		addCount(m.spansDropped, &sh.dDropped)
 		addCount(m.noRoot, &sh.dNoRoot)
 		addCount(m.orphanSpans, &sh.dOrphs)
+		sh.publishLateness()
 	}
 	if sh.dSpans == 0 && sh.dBytes == 0 && sh.dTraces == 0 {
 		return
@@ -218,6 +220,7 @@ func (sh *shard) add(ctx context.Context, it *Item, now time.Time) {
 	b := sh.traces.get(&it.TraceID)
 	if b == nil {
 		if d, dropped := sh.cache.lookup(it.TraceID); d != nil || dropped {
+			sh.lateSpan(it, d != nil, now)
 			sh.addLate(ctx, it, d)
 			return
 		}
@@ -423,6 +426,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 	m := sh.s.m
 	sh.counted = true
 	sh.counters.count(m.completed, cause)
+	sh.noteDecision(&b.id, now)
 	sh.waits.observe(&m.decisionWait, now.Sub(t.FirstSeen).Seconds())
 	if b.root < 0 {
 		sh.dNoRoot++

@@ -134,6 +134,10 @@ type Truth struct {
 	ByRoute map[string]int
 	// ErrorKeys counts error traces by "service route", as ByRoute.
 	ErrorKeys map[string]int
+	// LastExportErrors maps the ID of each error trace whose only error
+	// span is on the service instance that exports last to its span count
+	// (Deliver only).
+	LastExportErrors map[[16]byte]int
 }
 
 func newTruth() *Truth {

@@ -11,6 +11,10 @@
 // messages (and so partitions), in random order, children often before
 // their root.
 //
+// Deliver shapes the same traces in time instead, as SDKs export them on
+// their own timers and a gateway Collector batches them (see Delivery);
+// ProduceDelivery writes that to Kafka in real time.
+//
 // Everything except timestamps is a pure function of Config.Seed: the same
 // seed gives the same trace IDs, trees, attributes and Truth, and with a
 // fixed Config.Start the same bytes. Generate runs on the caller's

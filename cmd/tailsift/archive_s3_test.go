@@ -222,13 +222,15 @@ func estimateClose(est float64, n int) bool {
 }
 
 // waitDecided waits until the node has decided every one of spans spans:
-// each is kept (on its way to the archive) or dropped.
+// each is kept (on its way to the archive) or dropped, with its trace or
+// late, following its trace's decision.
 func waitDecided(t *testing.T, n *node, spans int) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		kept := sumCounter(n.reg, "tailsift_sampler_spans_kept_total", "", "")
-		dropped := sumCounter(n.reg, "tailsift_sampler_spans_dropped_total", "", "")
+		dropped := sumCounter(n.reg, "tailsift_sampler_spans_dropped_total", "", "") +
+			sumCounter(n.reg, "tailsift_sampler_late_spans_total", "decision", "drop")
 		if int(kept+dropped) >= spans {
 			return
 		}

@@ -114,7 +114,7 @@ type ClusterConfig struct {
 // SamplerConfig configures trace buffering.
 type SamplerConfig struct {
 	Shards            int           `yaml:"shards" help:"buffer shards, one goroutine each; 0: one per CPU"`
-	QuietPeriod       time.Duration `yaml:"quiet_period" help:"a trace with its root is complete after this long without new spans"`
+	QuietPeriod       time.Duration `yaml:"quiet_period" help:"a trace with its root is complete after this long without new spans; set it above the longest SDK export interval plus Collector batch timeouts"`
 	MaxWait           time.Duration `yaml:"max_wait" help:"a trace is decided at the latest this long after its first span"`
 	MaxSpansPerTrace  int           `yaml:"max_spans_per_trace" help:"a trace is decided when it reaches this many spans"`
 	MaxBufferedBytes  int64         `yaml:"max_buffered_bytes" help:"past this many buffered span bytes the oldest traces are decided early"`
@@ -167,8 +167,8 @@ func defaultConfig() Config {
 			RebalanceTimeout:    60 * time.Second,
 		},
 		Sampler: SamplerConfig{
-			QuietPeriod:       3 * time.Second,
-			MaxWait:           30 * time.Second,
+			QuietPeriod:       12 * time.Second,
+			MaxWait:           60 * time.Second,
 			MaxSpansPerTrace:  10_000,
 			MaxBufferedBytes:  1 << 30,
 			DecisionCacheSize: 1_000_000,

@@ -259,7 +259,7 @@ func TestConfigCheckREADME(t *testing.T) {
 		name, old, new, want string
 	}{
 		{"misspelt key", "quiet_period:", "quiet_perod:", "sampler.quiet_perod: unknown key"},
-		{"bad duration", "max_wait: 30s", "max_wait: half a minute", "sampler.max_wait"},
+		{"bad duration", "max_wait: 60s", "max_wait: a minute", "sampler.max_wait"},
 		{"bad choice", "format: json", "format: xml", "log.format"},
 	}
 	for _, tc := range broken {

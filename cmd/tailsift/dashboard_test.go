@@ -136,6 +136,7 @@ func TestDashboardMetricsExist(t *testing.T) {
 		"tailsift_cluster_ownership_share", "tailsift_router_forwarded_spans_total", "tailsift_router_malformed_messages_total",
 		"tailsift_sampler_late_spans_total", "tailsift_sampler_orphan_spans_total", "tailsift_router_skewed_spans_total",
 		"tailsift_sampler_traces_without_root_total", "tailsift_sampler_decision_wait_seconds_bucket",
+		"tailsift_sampler_span_lateness_seconds_bucket", "tailsift_sampler_late_decision_changing_spans_total",
 	} {
 		if !used[want] {
 			t.Errorf("the dashboard does not show %s", want)

@@ -309,6 +309,7 @@ func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
 	logger, _ := newLogger(cfg.Log, logOut)
 	p.kafka.Logger = logger.With("component", "router")
 	p.archive.Logger = logger.With("component", "archive")
+	p.sampler.Logger = logger.With("component", "sampler")
 
 	n := &node{cfg: cfg, log: logger, reg: prometheus.NewRegistry(), kept: make(chan *sampler.Kept, 256)}
 	var reg prometheus.Registerer = n.reg
