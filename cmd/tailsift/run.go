@@ -384,6 +384,10 @@ func (n *node) routes() http.Handler {
 			http.Error(w, "not ready: kafka: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+		if err := n.consumer.Stopped(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		if !n.consumer.Ready() {
 			http.Error(w, "not ready: no Kafka partitions assigned to this node yet", http.StatusServiceUnavailable)
 			return
