@@ -82,6 +82,12 @@ type Config struct {
 	// Watermarks, if set, is kept up to date by the consumer (see
 	// Watermarks); otherwise the consumer keeps its own.
 	Watermarks *Watermarks
+	// StateDir holds the poison-record guard's state file (see guard); empty
+	// disables the guard.
+	StateDir string
+	// BeforeScan, if set, is called with each record before it is
+	// scanned: a seam for tests that make a record crash the node.
+	BeforeScan func(*kgo.Record)
 	// ClientOpts are appended to the franz-go options (TLS, SASL, ...).
 	ClientOpts []kgo.Opt
 	Logger     *slog.Logger
@@ -169,6 +175,8 @@ type Consumer struct {
 	m       *Metrics
 	log     *throttledLog
 	walls   *walls
+	guard   *guard                                     // nil without Config.StateDir
+	alone   bool                                       // the record just scanned is read carefully: hand its spans on alone
 	gauged  struct{ records, age, lag map[int32]bool } // partitions each gauge shows; owned by updateGauges
 
 	records  atomic.Int64 // records polled, for progress reports
@@ -194,6 +202,9 @@ func NewConsumer(cfg Config, out Dispatcher, m *Metrics) (*Consumer, error) {
 	}
 	c := &Consumer{cfg: cfg, scanner: sc, out: out, track: newTracker(cfg.Topic), wm: cfg.Watermarks, polled: make(map[int32]readPos), m: m,
 		log: newThrottledLog(cfg.Logger, time.Minute, 10), walls: newWalls(cfg.Encoding)}
+	if c.guard, err = newGuard(cfg.StateDir, cfg.Topic, cfg.Group, cfg.Logger); err != nil {
+		return nil, err
+	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
@@ -325,9 +336,18 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 		})
 		batch = batch[:0]
 		now := time.Now().UnixNano()
+		var addErr error
 		fetches.EachRecord(func(r *kgo.Record) {
 			batch = c.scanRecord(r, now, batch)
+			if c.alone && len(batch) > 0 && addErr == nil {
+				addErr = c.out.Add(ctx, batch)
+				clear(batch)
+				batch = batch[:0]
+			}
 		})
+		if addErr != nil {
+			break // shutting down, as below
+		}
 		if len(batch) > 0 {
 			if err := c.out.Add(ctx, batch); err != nil {
 				// Shutting down: spans not handed over stay unsettled.
@@ -347,6 +367,7 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 			c.commit(ctx)
 			c.updateGauges()
 			c.reportWalls()
+			c.guardCommitted()
 			lastCommit = time.Now()
 		}
 	}
@@ -374,6 +395,7 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 	defer cancel()
 	c.commit(cctx)
 	c.updateGauges()
+	c.guardClose()
 	return nil
 }
 
@@ -425,12 +447,18 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 	rec.Pending.TS = ts
 	pp := c.polled[r.Partition]
 	c.polled[r.Partition] = readPos{offset: max(pp.offset, r.Offset), ts: max(pp.ts, ts)}
+	if c.guardSkips(r, &rec.Pending) {
+		return batch
+	}
 	if len(r.Value) > c.cfg.MaxMessageBytes {
 		c.m.malformed.WithLabelValues(badOversized).Inc()
 		c.log.Warn(badOversized, "skipped oversized message", "partition", r.Partition, "offset", r.Offset,
 			"bytes", len(r.Value), "max_message_bytes", c.cfg.MaxMessageBytes)
 		c.deadLetter(r, &rec.Pending, badOversized, "larger than kafka.max_message_bytes")
 		return batch
+	}
+	if c.cfg.BeforeScan != nil {
+		c.cfg.BeforeScan(r)
 	}
 	items, err := c.scanner.Scan(r.Value, &rec.Pending)
 	if err != nil {
@@ -564,6 +592,7 @@ type Metrics struct {
 	unsettledAge     *prometheus.GaugeVec
 	lag              *prometheus.GaugeVec
 	stopped          *prometheus.GaugeVec
+	poison           prometheus.Counter
 }
 
 // NewMetrics creates the router metrics and registers them with reg (nil:
@@ -615,6 +644,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Partitions this node stopped reading on a wall of unreadable records (their offsets are not committed past it), by reason: looks_like_otlp_json, looks_like_otlp_proto (the other encoding than kafka.encoding) or unreadable."},
 			[]string{"reason"}),
 	}
+	m.poison = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tailsift_consumer_poison_records_total",
+		Help: "Records skipped because the node died twice while reading them (the poison-record guard)."})
 	for _, r := range []string{stopLooksJSON, stopLooksProto, stopUnreadable} {
 		m.stopped.WithLabelValues(r)
 	}
@@ -629,7 +661,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.records, m.bytes, m.spans, m.malformed, m.invalidSpans, m.fetchErrors,
 			m.commits, m.commitErrors, m.throttled, m.skewedSpans, m.deadLettered, m.deadLetterErrors,
-			m.unsettledRecords, m.unsettledAge, m.lag, m.stopped)
+			m.unsettledRecords, m.unsettledAge, m.lag, m.stopped, m.poison)
 	}
 	return m
 }

@@ -284,8 +284,12 @@ func (c *Consumer) reportWalls() {
 }
 
 // resumeForgotten lets partitions no longer read here be fetched again
-// should they come back: their wall is watched afresh.
+// should they come back: their wall is watched afresh, and the guard
+// watches them afresh too.
 func (c *Consumer) resumeForgotten(parts []int32) {
+	if c.guard != nil {
+		c.guard.forget(parts)
+	}
 	if resume := c.walls.forget(parts); len(resume) > 0 {
 		c.client.ResumeFetchPartitions(map[string][]int32{c.cfg.Topic: resume})
 	}
