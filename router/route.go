@@ -209,8 +209,8 @@ func (r *Route) sendBatch(ctx context.Context, node string, items []sampler.Item
 		return ctx.Err()
 	}
 	r.m.sendErrors.Inc()
-	r.peerCap[node] = max(min(len(r.encBuf), r.maxBatch)/2, min(minBatchCap, r.maxBatch))
-	r.log.Warn("forwarding failed; spans will be routed again in smaller batches", "to", node, "spans", len(items), "bytes", len(r.encBuf), "err", err)
+	r.peerCap[node] = max(min(r.batchCap(node), len(r.encBuf)/2), min(minBatchCap, r.maxBatch))
+	r.log.Warn("forwarding failed; spans will be routed again", "to", node, "spans", len(items), "bytes", len(r.encBuf), "err", err)
 	r.mu.Lock()
 	if f, ok := r.inflight[seq]; ok {
 		delete(r.inflight, seq)
