@@ -108,6 +108,7 @@ type ClusterConfig struct {
 	ForwardAddr   string   `yaml:"forward_addr" help:"host:port peers forward spans to; required with gossip_addr"`
 	Join          []string `yaml:"join" help:"gossip addresses of running members, comma-separated"`
 	SecretKeyFile string   `yaml:"secret_key_file" help:"file with a 16, 24 or 32-byte key shared by all nodes: encrypts gossip, authenticates peers"`
+	MaxBatchBytes int      `yaml:"max_batch_bytes" help:"largest batch of spans sent to or taken from a peer, uncompressed; larger hand-offs are split"`
 }
 
 // SamplerConfig configures trace buffering.
@@ -172,6 +173,7 @@ func defaultConfig() Config {
 			MaxBufferedBytes:  1 << 30,
 			DecisionCacheSize: 1_000_000,
 		},
+		Cluster: ClusterConfig{MaxBatchBytes: 64 << 20},
 		Runtime: RuntimeConfig{HugePageHeapBytes: 512 << 20, GCMinHeapBytes: 96 << 20},
 		Archive: ArchiveConfig{URL: "file://./tailsift-data", RollBytes: 256 << 20, RollAge: 5 * time.Minute, SpoolMaxBytes: 10 << 30},
 	}
