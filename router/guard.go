@@ -21,7 +21,9 @@ import (
 // node reads it again first thing and dies again: the partition stalls on
 // it. The guard notes, in a small state file, where each partition resumed
 // and whether the run ended cleanly. After an unclean end at the same
-// resume offset, the next run reads that partition carefully: before each
+// resume offset (the same record: its timestamp tells another topic or
+// cluster under the same names apart), the next run reads that partition
+// carefully: before each
 // record it writes (and syncs) "now processing offset X", and hands the
 // record's spans on alone. If the node dies again, the file names the
 // record being processed. Named by two such deaths in a row, the record is
@@ -49,6 +51,7 @@ type guardState struct {
 // guardPartSt is one partition's state.
 type guardPartSt struct {
 	Resume  int64   `json:"resume"`            // first offset the run read
+	At      int64   `json:"at"`                // its record's timestamp (unix ms): another topic or cluster under the same names differs
 	Crashes int     `json:"crashes"`           // unclean ends in a row at Resume
 	Reading *int64  `json:"reading,omitempty"` // careful: the record being processed
 	Suspect *int64  `json:"suspect,omitempty"` // named once by a careful run's death
@@ -104,12 +107,12 @@ func newGuard(dir, topic, group string, log *slog.Logger) (*guard, error) {
 // scanned. It says whether to skip the record (it crashed the node twice)
 // and whether to hand its spans on alone; reading carefully, it first
 // notes durably that the record is being processed.
-func (g *guard) before(p int32, offset int64) (skip, careful bool) {
+func (g *guard) before(p int32, offset, at int64) (skip, careful bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	st := g.parts[p]
 	if st == nil {
-		st = g.first(p, offset)
+		st = g.first(p, offset, at)
 	}
 	if len(st.Skip) > 0 && slices.Contains(st.Skip, offset) {
 		return true, false
@@ -124,11 +127,12 @@ func (g *guard) before(p int32, offset int64) (skip, careful bool) {
 	return false, true
 }
 
-// first starts this run's watch of partition p at offset, its first record.
-func (g *guard) first(p int32, offset int64) *guardPartSt {
+// first starts this run's watch of partition p at offset, its first record,
+// written at at.
+func (g *guard) first(p int32, offset, at int64) *guardPartSt {
 	key := strconv.Itoa(int(p))
-	st := &guardPartSt{Resume: offset}
-	if old := g.prev.Parts[key]; old != nil {
+	st := &guardPartSt{Resume: offset, At: at}
+	if old := g.prev.Parts[key]; old != nil && old.At == at {
 		for _, o := range old.Skip {
 			if o >= offset {
 				st.Skip = append(st.Skip, o)
@@ -235,7 +239,7 @@ func (c *Consumer) guardSkips(r *kgo.Record, p *sampler.Pending) bool {
 	if c.guard == nil {
 		return false
 	}
-	skip, careful := c.guard.before(r.Partition, r.Offset)
+	skip, careful := c.guard.before(r.Partition, r.Offset, r.Timestamp.UnixMilli())
 	c.alone = careful
 	if !skip {
 		return false
