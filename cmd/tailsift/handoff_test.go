@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/tailsift/tailsift/router"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestHandoffLargerThanMaxBatchBytes runs a node that buffers 400 traces,
@@ -21,15 +19,9 @@ func TestHandoffLargerThanMaxBatchBytes(t *testing.T) {
 	}
 	const topic, records, maxBatch = "otlp_spans", 400, 16 << 10
 	b, client := startBroker(t, 2)
-	var recs []*kgo.Record
-	for i, v := range collectorRecords(t, router.EncodingProto, "handoff", records) {
-		recs = append(recs, &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: v})
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	produceValues(ctx, t, client, topic, collectorRecords(t, router.EncodingProto, "handoff", records))
 	dir := t.TempDir()
 	gossipA := freeAddr(t)
 	member := func(id, gossip, join string) func(*Config) {

@@ -71,15 +71,9 @@ func TestPoisonRecordGuard(t *testing.T) {
 	b, client := startBroker(t, 1)
 	values := collectorRecords(t, router.EncodingProto, "fine", records)
 	values[poisonAt] = collectorRecords(t, router.EncodingProto, marker, poisonAt+1)[poisonAt]
-	var recs []*kgo.Record
-	for _, v := range values {
-		recs = append(recs, &kgo.Record{Topic: topic, Value: v})
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if err := client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	produceValues(ctx, t, client, topic, values)
 	archiveDir, stateDir := t.TempDir(), t.TempDir()
 	adm := kadm.NewClient(client)
 

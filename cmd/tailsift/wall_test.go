@@ -58,6 +58,19 @@ func collectorRecords(t *testing.T, encoding, marker string, n int) [][]byte {
 	return out
 }
 
+// produceValues writes values to topic, keyed so they spread over its
+// partitions.
+func produceValues(ctx context.Context, t *testing.T, client *kgo.Client, topic string, values [][]byte) {
+	t.Helper()
+	var recs []*kgo.Record
+	for i, v := range values {
+		recs = append(recs, &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: v})
+	}
+	if err := client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // readyz returns the node's /readyz status and body.
 func readyz(t *testing.T, n *node) (int, string) {
 	t.Helper()
@@ -87,15 +100,9 @@ func TestWallOfBadRecordsStopsTheLine(t *testing.T) {
 			const topic, parts, records = "otlp_spans", 4, 600
 			b, client := startBroker(t, parts)
 			marker := "hunter2-" + tc.written
-			var recs []*kgo.Record
-			for i, v := range collectorRecords(t, tc.written, marker, records) {
-				recs = append(recs, &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Value: v})
-			}
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			if err := client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-				t.Fatal(err)
-			}
+			produceValues(ctx, t, client, topic, collectorRecords(t, tc.written, marker, records))
 			dir := t.TempDir()
 			logs := &syncBuffer{}
 			n, stop := startTestNodeLog(t, b.Addr(), topic, dir, func(c *Config) {
