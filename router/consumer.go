@@ -643,10 +643,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tailsift_router_stopped_partitions",
 			Help: "Partitions this node stopped reading on a wall of unreadable records (their offsets are not committed past it), by reason: looks_like_otlp_json, looks_like_otlp_proto (the other encoding than kafka.encoding) or unreadable."},
 			[]string{"reason"}),
+		poison: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_consumer_poison_records_total",
+			Help: "Records skipped because the node died twice while reading them (the poison-record guard)."}),
 	}
-	m.poison = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tailsift_consumer_poison_records_total",
-		Help: "Records skipped because the node died twice while reading them (the poison-record guard)."})
 	for _, r := range []string{stopLooksJSON, stopLooksProto, stopUnreadable} {
 		m.stopped.WithLabelValues(r)
 	}

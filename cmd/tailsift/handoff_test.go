@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -23,6 +25,10 @@ func TestHandoffLargerThanMaxBatchBytes(t *testing.T) {
 	defer cancel()
 	produceValues(ctx, t, client, topic, collectorRecords(t, router.EncodingProto, "handoff", records))
 	dir := t.TempDir()
+	keyFile := filepath.Join(t.TempDir(), "cluster.key")
+	if err := os.WriteFile(keyFile, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	gossipA := freeAddr(t)
 	member := func(id, gossip, join string) func(*Config) {
 		return func(c *Config) {
@@ -33,6 +39,7 @@ func TestHandoffLargerThanMaxBatchBytes(t *testing.T) {
 				c.Cluster.Join = []string{join}
 			}
 			c.Cluster.MaxBatchBytes = maxBatch
+			c.Cluster.SecretKeyFile = keyFile
 			// Traces stay buffered until the test flushes them.
 			c.Sampler.QuietPeriod = 5 * time.Minute
 			c.Sampler.MaxWait = 10 * time.Minute
