@@ -120,7 +120,8 @@ func (g *guard) before(p int32, offset, at int64) (skip, careful bool) {
 	if !g.careful[p] {
 		return false, false
 	}
-	st.Reading = &offset
+	reading := offset
+	st.Reading = &reading
 	if err := g.write(true); err != nil {
 		g.log.Warn("poison-record guard: cannot write its state", "err", err)
 	}

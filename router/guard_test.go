@@ -52,3 +52,28 @@ func TestGuard(t *testing.T) {
 	f("kills at other records", []run{{1, 15, false, -1}, {1, 12, true, -1}, {1, 17, true, -1}, {1, 13, true, -1}, {1, -1, true, -1}})
 	f("another topic under the same names", []run{{1, 15, false, -1}, {2, 15, false, -1}, {3, -1, false, -1}})
 }
+
+// BenchmarkRecordChecks is what the wall watch and the guard cost each
+// record: in normal reading, and reading carefully (a synced state file
+// write per record).
+func BenchmarkRecordChecks(b *testing.B) {
+	value := []byte{0x0a, 1, 0}
+	for _, careful := range []bool{false, true} {
+		b.Run(map[bool]string{false: "normal", true: "careful"}[careful], func(b *testing.B) {
+			g, err := newGuard(b.TempDir(), "spans", "g", slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			g.careful[0] = careful
+			w := newWalls(EncodingProto)
+			b.ReportAllocs()
+			for i := range b.N {
+				if w.isStopped(0) {
+					b.Fatal("stopped")
+				}
+				g.before(0, int64(i), 1)
+				w.note(0, int64(i), value, false)
+			}
+		})
+	}
+}
