@@ -203,7 +203,9 @@ func NewConsumer(cfg Config, out Dispatcher, m *Metrics) (*Consumer, error) {
 	c := &Consumer{cfg: cfg, scanner: sc, out: out, track: newTracker(cfg.Topic), wm: cfg.Watermarks, polled: make(map[int32]readPos), m: m,
 		log: newThrottledLog(cfg.Logger, time.Minute, 10), walls: newWalls(cfg.Encoding)}
 	if c.guard, err = newGuard(cfg.StateDir, cfg.Topic, cfg.Group, cfg.Logger); err != nil {
-		return nil, err
+		// A read-only disk is no reason not to consume.
+		cfg.Logger.Warn("poison-record guard off: its state file cannot be kept; a record that crashes the node will crash it again",
+			"dir", cfg.StateDir, "err", err)
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),

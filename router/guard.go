@@ -71,7 +71,8 @@ type guard struct {
 }
 
 // newGuard reads the state the previous run left in dir and marks this run
-// unclean until close. An empty dir disables the guard (nil).
+// unclean until close. An empty dir disables the guard (nil), as does an
+// error (returned).
 func newGuard(dir, topic, group string, log *slog.Logger) (*guard, error) {
 	if dir == "" {
 		return nil, nil
@@ -100,7 +101,10 @@ func newGuard(dir, topic, group string, log *slog.Logger) (*guard, error) {
 		c.Reading = nil
 		g.cur.Parts[k] = &c
 	}
-	return g, g.write(false)
+	if err := g.write(false); err != nil {
+		return nil, fmt.Errorf("router: poison-record guard: %w", err)
+	}
+	return g, nil
 }
 
 // before is called before the record at offset of partition p is

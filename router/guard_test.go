@@ -2,6 +2,8 @@ package router
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -75,5 +77,26 @@ func BenchmarkRecordChecks(b *testing.B) {
 				w.note(0, int64(i), value, false)
 			}
 		})
+	}
+}
+
+// TestGuardOffWithoutItsFile gives the consumer a state directory that
+// cannot exist: it consumes without the guard rather than not at all.
+func TestGuardOffWithoutItsFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Brokers: []string{"127.0.0.1:1"}, Topic: "spans", Group: "g", StateDir: filepath.Join(file, "state")}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewConsumer(cfg, nopDispatcher{}, nil)
+	if err != nil {
+		t.Fatalf("NewConsumer: %v", err)
+	}
+	defer c.Client().Close()
+	if c.guard != nil {
+		t.Fatal("a guard without a state file")
 	}
 }
