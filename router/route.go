@@ -59,7 +59,6 @@ type Route struct {
 	localBuf []sampler.Item
 	perPeer  map[string][]sampler.Item
 	encBuf   []byte
-	maxBatch int            // the transport's limit on one batch, encoded
 	peerCap  map[string]int // per peer, a lower cap after a refused or failed batch
 }
 
@@ -79,11 +78,7 @@ func NewRoute(local Dispatcher, tr Transport, m *RouteMetrics, log *slog.Logger)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Route{local: local, tr: tr, m: m, log: log, inflight: make(map[uint64]*flight), perPeer: make(map[string][]sampler.Item),
-		maxBatch: DefaultMaxBatchBytes, peerCap: make(map[string]int)}
-	if l, ok := tr.(interface{ MaxBatchBytes() int }); ok && l.MaxBatchBytes() > 0 {
-		r.maxBatch = l.MaxBatchBytes()
-	}
+	r := &Route{local: local, tr: tr, m: m, log: log, inflight: make(map[uint64]*flight), perPeer: make(map[string][]sampler.Item)}
 	r.ackTimeout.Store(int64(DefaultAckTimeout))
 	// Sequence numbers start at the clock, so a restarted process never
 	// reuses one its previous incarnation sent: a peer still holding the
@@ -181,7 +176,15 @@ func (r *Route) batchCap(node string) int {
 	if c, ok := r.peerCap[node]; ok {
 		return c
 	}
-	return r.maxBatch
+	return r.maxBatch()
+}
+
+// maxBatch is the transport's limit on one batch.
+func (r *Route) maxBatch() int {
+	if l, ok := r.tr.(interface{ MaxBatchBytes() int }); ok && l.MaxBatchBytes() > 0 {
+		return l.MaxBatchBytes()
+	}
+	return DefaultMaxBatchBytes
 }
 
 // sendBatch sends items, encoded in r.encBuf, as one batch.
@@ -194,7 +197,7 @@ func (r *Route) sendBatch(ctx context.Context, node string, items []sampler.Item
 	err := r.tr.Send(ctx, node, r.encBuf, seq)
 	if err == nil {
 		if c, ok := r.peerCap[node]; ok {
-			if c *= 2; c >= r.maxBatch {
+			if c *= 2; c >= r.maxBatch() {
 				delete(r.peerCap, node)
 			} else {
 				r.peerCap[node] = c
@@ -209,7 +212,10 @@ func (r *Route) sendBatch(ctx context.Context, node string, items []sampler.Item
 		return ctx.Err()
 	}
 	r.m.sendErrors.Inc()
-	r.peerCap[node] = max(min(r.batchCap(node), len(r.encBuf)/2), min(minBatchCap, r.maxBatch))
+	if r.peerCap == nil {
+		r.peerCap = make(map[string]int)
+	}
+	r.peerCap[node] = max(min(r.batchCap(node), len(r.encBuf)/2), min(minBatchCap, r.maxBatch()))
 	r.log.Warn("forwarding failed; spans will be routed again", "to", node, "spans", len(items), "bytes", len(r.encBuf), "err", err)
 	r.mu.Lock()
 	if f, ok := r.inflight[seq]; ok {
