@@ -106,9 +106,9 @@ type SASLConfig struct {
 type ClusterConfig struct {
 	GossipAddr    string   `yaml:"gossip_addr" help:"host:port for gossip (TCP and UDP): an IP, this node's resolvable name or 0.0.0.0; empty: run alone"`
 	ForwardAddr   string   `yaml:"forward_addr" help:"host:port peers forward spans to; required with gossip_addr"`
+	MaxBatchBytes int      `yaml:"max_batch_bytes" help:"largest batch of spans sent to or taken from a peer, uncompressed; larger hand-offs are split"`
 	Join          []string `yaml:"join" help:"gossip addresses of running members, comma-separated"`
 	SecretKeyFile string   `yaml:"secret_key_file" help:"file with a 16, 24 or 32-byte key shared by all nodes: encrypts gossip, authenticates peers"`
-	MaxBatchBytes int      `yaml:"max_batch_bytes" help:"largest batch of spans sent to or taken from a peer, uncompressed; larger hand-offs are split"`
 }
 
 // SamplerConfig configures trace buffering.
