@@ -254,6 +254,9 @@ func (t *Transport) Close() error {
 	return nil
 }
 
+// MaxBatchBytes is the largest batch Send takes (TransportConfig.MaxBatchBytes).
+func (t *Transport) MaxBatchBytes() int { return t.cfg.MaxBatchBytes }
+
 // Send delivers batch to node to and returns once to's Handler accepted
 // it. batch is not retained after Send returns. seq is passed to the
 // peer's Handler and comes back in its Ack. An error (peer unreachable,

@@ -82,6 +82,12 @@ type Config struct {
 	// Watermarks, if set, is kept up to date by the consumer (see
 	// Watermarks); otherwise the consumer keeps its own.
 	Watermarks *Watermarks
+	// StateDir holds the poison-record guard's state file (see guard); empty
+	// disables the guard.
+	StateDir string
+	// BeforeScan, if set, is called with each record before it is
+	// scanned: a seam for tests that make a record crash the node.
+	BeforeScan func(*kgo.Record)
 	// ClientOpts are appended to the franz-go options (TLS, SASL, ...).
 	ClientOpts []kgo.Opt
 	Logger     *slog.Logger
@@ -168,6 +174,9 @@ type Consumer struct {
 	polled  map[int32]readPos // per partition, the last record of this poll
 	m       *Metrics
 	log     *throttledLog
+	walls   *walls
+	guard   *guard                                     // nil without Config.StateDir
+	alone   bool                                       // the record just scanned is read carefully: hand its spans on alone
 	gauged  struct{ records, age, lag map[int32]bool } // partitions each gauge shows; owned by updateGauges
 
 	records  atomic.Int64 // records polled, for progress reports
@@ -192,7 +201,12 @@ func NewConsumer(cfg Config, out Dispatcher, m *Metrics) (*Consumer, error) {
 		return nil, err
 	}
 	c := &Consumer{cfg: cfg, scanner: sc, out: out, track: newTracker(cfg.Topic), wm: cfg.Watermarks, polled: make(map[int32]readPos), m: m,
-		log: newThrottledLog(cfg.Logger, time.Minute, 10)}
+		log: newThrottledLog(cfg.Logger, time.Minute, 10), walls: newWalls(cfg.Encoding)}
+	if c.guard, err = newGuard(cfg.StateDir, cfg.Topic, cfg.Group, cfg.Logger); err != nil {
+		// A read-only disk is no reason not to consume.
+		cfg.Logger.Warn("poison-record guard off: its state file cannot be kept; a record that crashes the node will crash it again",
+			"dir", cfg.StateDir, "err", err)
+	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
@@ -228,10 +242,11 @@ func NewConsumer(cfg Config, out Dispatcher, m *Metrics) (*Consumer, error) {
 // Records is the number of records polled so far.
 func (c *Consumer) Records() int64 { return c.records.Load() }
 
-// Ready reports whether the consumer has partitions and talked to Kafka
-// without error in the last 10 seconds.
+// Ready reports whether the consumer has partitions, talked to Kafka
+// without error in the last 10 seconds, and stopped no partition on a wall
+// of bad records (see Stopped).
 func (c *Consumer) Ready() bool {
-	return c.assigned.Load() > 0 && c.Err() == nil
+	return c.assigned.Load() > 0 && c.Err() == nil && c.Stopped() == nil
 }
 
 // Err returns the last error talking to Kafka (with the operator's advice
@@ -276,6 +291,7 @@ func (c *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[st
 	c.track.advance()
 	c.commit(ctx)
 	c.track.forget(parts)
+	c.resumeForgotten(parts)
 	c.assigned.Add(-int32(len(parts)))
 	c.cfg.Logger.Info("partitions revoked", "topic", c.cfg.Topic, "partitions", parts)
 }
@@ -284,6 +300,7 @@ func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]in
 	parts := lost[c.cfg.Topic]
 	c.wm.revoke(parts)
 	c.track.forget(parts)
+	c.resumeForgotten(parts)
 	c.assigned.Add(-int32(len(parts)))
 	c.cfg.Logger.Warn("partitions lost", "topic", c.cfg.Topic, "partitions", parts)
 }
@@ -321,9 +338,18 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 		})
 		batch = batch[:0]
 		now := time.Now().UnixNano()
+		var addErr error
 		fetches.EachRecord(func(r *kgo.Record) {
 			batch = c.scanRecord(r, now, batch)
+			if c.alone && len(batch) > 0 && addErr == nil {
+				addErr = c.out.Add(ctx, batch)
+				clear(batch)
+				batch = batch[:0]
+			}
 		})
+		if addErr != nil {
+			break // shutting down, as below
+		}
 		if len(batch) > 0 {
 			if err := c.out.Add(ctx, batch); err != nil {
 				// Shutting down: spans not handed over stay unsettled.
@@ -342,6 +368,8 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 			c.track.advance()
 			c.commit(ctx)
 			c.updateGauges()
+			c.reportWalls()
+			c.guardCommitted()
 			lastCommit = time.Now()
 		}
 	}
@@ -369,6 +397,7 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 	defer cancel()
 	c.commit(cctx)
 	c.updateGauges()
+	c.guardClose()
 	return nil
 }
 
@@ -406,6 +435,9 @@ func (c *Consumer) waitForRoom(ctx context.Context) error {
 
 // scanRecord registers r with the tracker and appends its spans to batch.
 func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []sampler.Item {
+	if c.walls.isStopped(r.Partition) {
+		return batch // fetched before the pause: left in Kafka, uncommitted
+	}
 	c.records.Add(1)
 	c.m.records.Inc()
 	c.m.bytes.Add(float64(len(r.Value)))
@@ -417,12 +449,18 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 	rec.Pending.TS = ts
 	pp := c.polled[r.Partition]
 	c.polled[r.Partition] = readPos{offset: max(pp.offset, r.Offset), ts: max(pp.ts, ts)}
+	if c.guardSkips(r, &rec.Pending) {
+		return batch
+	}
 	if len(r.Value) > c.cfg.MaxMessageBytes {
 		c.m.malformed.WithLabelValues(badOversized).Inc()
 		c.log.Warn(badOversized, "skipped oversized message", "partition", r.Partition, "offset", r.Offset,
 			"bytes", len(r.Value), "max_message_bytes", c.cfg.MaxMessageBytes)
 		c.deadLetter(r, &rec.Pending, badOversized, "larger than kafka.max_message_bytes")
 		return batch
+	}
+	if c.cfg.BeforeScan != nil {
+		c.cfg.BeforeScan(r)
 	}
 	items, err := c.scanner.Scan(r.Value, &rec.Pending)
 	if err != nil {
@@ -435,8 +473,10 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 		c.m.malformed.WithLabelValues(kind).Inc()
 		c.log.Warn(kind, "skipped malformed message", "partition", r.Partition, "offset", r.Offset, "err", err)
 		c.deadLetter(r, &rec.Pending, kind, err.Error())
+		c.noteScan(r, true)
 		return batch
 	}
+	c.noteScan(r, false)
 	if n := c.scanner.invalid[0]; n > 0 {
 		c.m.invalidSpans.WithLabelValues(badTraceID).Add(float64(n))
 	}
@@ -456,7 +496,10 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 // commit commits the settled offsets not yet committed.
 func (c *Consumer) commit(ctx context.Context) {
 	offsets := c.track.commitable()
-	if offsets == nil {
+	if offsets != nil {
+		c.walls.hold(offsets[c.cfg.Topic], c.track.committedOffset)
+	}
+	if len(offsets[c.cfg.Topic]) == 0 {
 		return
 	}
 	var commitErr error
@@ -550,6 +593,8 @@ type Metrics struct {
 	unsettledRecords *prometheus.GaugeVec
 	unsettledAge     *prometheus.GaugeVec
 	lag              *prometheus.GaugeVec
+	stopped          *prometheus.GaugeVec
+	poison           prometheus.Counter
 }
 
 // NewMetrics creates the router metrics and registers them with reg (nil:
@@ -596,6 +641,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tailsift_router_consumer_lag_records",
 			Help: "Records between this node's read position and the partition's log end, by assigned partition."},
 			[]string{"partition"}),
+		stopped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tailsift_router_stopped_partitions",
+			Help: "Partitions this node stopped reading on a wall of unreadable records (their offsets are not committed past it), by reason: looks_like_otlp_json, looks_like_otlp_proto (the other encoding than kafka.encoding) or unreadable."},
+			[]string{"reason"}),
+		poison: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_consumer_poison_records_total",
+			Help: "Records skipped because the node died twice while reading them (the poison-record guard)."}),
+	}
+	for _, r := range []string{stopLooksJSON, stopLooksProto, stopUnreadable} {
+		m.stopped.WithLabelValues(r)
 	}
 	// Every kind starts at zero, so dashboards see a flat line, not "no
 	// data", until the first bad record.
@@ -608,7 +663,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.records, m.bytes, m.spans, m.malformed, m.invalidSpans, m.fetchErrors,
 			m.commits, m.commitErrors, m.throttled, m.skewedSpans, m.deadLettered, m.deadLetterErrors,
-			m.unsettledRecords, m.unsettledAge, m.lag)
+			m.unsettledRecords, m.unsettledAge, m.lag, m.stopped, m.poison)
 	}
 	return m
 }

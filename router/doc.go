@@ -13,6 +13,12 @@
 // span that was not safe; nothing is lost and duplicates are bounded by what
 // was in flight.
 //
+// Two guards keep bad input from costing spans. A wall of records that do
+// not scan (wall.go: the topic is not in the configured encoding) stops its
+// partition, uncommitted, until the setting is fixed; a record that crashed
+// the node twice (guard.go, with a state file in the spool directory) is
+// skipped instead of crashing it forever.
+//
 // Goroutines: Consumer.Run is the poll loop and the only goroutine that
 // touches the tracker, apart from franz-go's rebalance callbacks, which take
 // the tracker's mutex.

@@ -26,7 +26,8 @@ type Ring interface {
 	Has(node string) bool
 }
 
-// Transport moves encoded span batches to other nodes.
+// Transport moves encoded span batches to other nodes. If it also has a
+// method MaxBatchBytes() int, Route keeps every batch within it.
 type Transport interface {
 	// Send returns once the peer holds batch; the peer acknowledges seq
 	// later, when every span in it reached a final state there.
@@ -60,6 +61,7 @@ type Route struct {
 	localBuf []sampler.Item
 	perPeer  map[string][]sampler.Item
 	encBuf   []byte
+	peerCap  map[string]int // per peer, a lower cap after a refused or failed batch
 }
 
 type ringBox struct{ r Ring }
@@ -149,17 +151,69 @@ func (r *Route) Add(ctx context.Context, items []sampler.Item) error {
 	return nil
 }
 
-// send forwards items to node. On failure the items become orphans, routed
-// again by Run; only ctx ending is an error.
+// DefaultMaxBatchBytes bounds a forwarded batch when the Transport states
+// no limit of its own: the cluster transport's default.
+const DefaultMaxBatchBytes = 64 << 20
+
+// minBatchCap is as low as a peer's cap goes after failed sends: small
+// enough for a peer configured with a far lower limit, large enough that
+// a few successes bring it back.
+const minBatchCap = 4 << 10
+
+// send forwards items to node, in as many batches as the transport's
+// limit and the peer's cap ask. On failure the items become orphans,
+// routed again by Run; only ctx ending is an error.
+//
+// A batch over the limit is halved until it fits, however many spans
+// arrived at once (a hand-off of a quarter of a node's buffer, or every
+// orphan of a failed send routed again together). A batch the peer
+// refused or failed to take lowers that peer's cap to half its size, so
+// the spans go again in smaller batches rather than whole, forever; each
+// success doubles the cap back towards the limit.
 func (r *Route) send(ctx context.Context, node string, items []sampler.Item) error {
-	seq := r.seq.Add(1)
 	r.encBuf = AppendBatch(r.encBuf[:0], items)
+	if len(r.encBuf) > r.batchCap(node) && len(items) > 1 {
+		h := len(items) / 2
+		if err := r.send(ctx, node, items[:h]); err != nil {
+			return err
+		}
+		return r.send(ctx, node, items[h:])
+	}
+	return r.sendBatch(ctx, node, items)
+}
+
+// batchCap is the largest batch to send node now.
+func (r *Route) batchCap(node string) int {
+	if c, ok := r.peerCap[node]; ok {
+		return c
+	}
+	return r.maxBatch()
+}
+
+// maxBatch is the transport's limit on one batch.
+func (r *Route) maxBatch() int {
+	if l, ok := r.tr.(interface{ MaxBatchBytes() int }); ok && l.MaxBatchBytes() > 0 {
+		return l.MaxBatchBytes()
+	}
+	return DefaultMaxBatchBytes
+}
+
+// sendBatch sends items, encoded in r.encBuf, as one batch.
+func (r *Route) sendBatch(ctx context.Context, node string, items []sampler.Item) error {
+	seq := r.seq.Add(1)
 	fl := &flight{to: node, items: slices.Clone(items), sent: time.Now()}
 	r.mu.Lock()
 	r.inflight[seq] = fl
 	r.mu.Unlock()
 	err := r.tr.Send(ctx, node, r.encBuf, seq)
 	if err == nil {
+		if c, ok := r.peerCap[node]; ok {
+			if c *= 2; c >= r.maxBatch() {
+				delete(r.peerCap, node)
+			} else {
+				r.peerCap[node] = c
+			}
+		}
 		r.m.forwardedSpans.Add(float64(len(items)))
 		r.m.forwardedBytes.Add(float64(len(r.encBuf)))
 		r.m.batches.Inc()
@@ -169,7 +223,11 @@ func (r *Route) send(ctx context.Context, node string, items []sampler.Item) err
 		return ctx.Err()
 	}
 	r.m.sendErrors.Inc()
-	r.log.Warn("forwarding failed; spans will be routed again", "to", node, "spans", len(items), "err", err)
+	if r.peerCap == nil {
+		r.peerCap = make(map[string]int)
+	}
+	r.peerCap[node] = max(min(r.batchCap(node), len(r.encBuf)/2), min(minBatchCap, r.maxBatch()))
+	r.log.Warn("forwarding failed; spans will be routed again", "to", node, "spans", len(items), "bytes", len(r.encBuf), "err", err)
 	r.mu.Lock()
 	if f, ok := r.inflight[seq]; ok {
 		delete(r.inflight, seq)

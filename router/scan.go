@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/tailsift/tailsift/internal/otlpwire"
@@ -90,10 +91,10 @@ func (s *Scanner) Scan(value []byte, src *sampler.Pending) ([]sampler.Item, erro
 		}
 		td, err := (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(value)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errBadJSON, err)
+			return nil, fmt.Errorf("%w: %s", errBadJSON, withoutPayload(err))
 		}
 		if value, err = (&ptrace.ProtoMarshaler{}).MarshalTraces(td); err != nil {
-			return nil, fmt.Errorf("%w: re-encoding: %v", errBadJSON, err)
+			return nil, fmt.Errorf("%w: re-encoding: %s", errBadJSON, withoutPayload(err))
 		}
 	}
 	if err := s.wire.Scan(value, s); err != nil {
@@ -134,6 +135,20 @@ func jsonDeeperThan(b []byte, limit int) bool {
 		}
 	}
 	return false
+}
+
+// withoutPayload is err's text up to where the JSON decoder starts quoting
+// the input ("but found X, error found in #10 byte of ...|<bytes>|...,
+// bigger context ...|<bytes>|..."): a record's bytes may hold secrets,
+// and they go to logs and metrics' readers who may not see the data.
+func withoutPayload(err error) string {
+	s := err.Error()
+	for _, quote := range []string{", but found", ", error found in", "bigger context"} {
+		if i := strings.Index(s, quote); i >= 0 {
+			s = s[:i]
+		}
+	}
+	return s
 }
 
 // maxScopes bounds the interned scopes. A fleet has a few thousand distinct

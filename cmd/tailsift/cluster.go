@@ -94,7 +94,7 @@ func newClusterNode(c ClusterConfig, id string, smp *sampler.Sampler, wm *router
 	cn.rc = router.NewReceiver(smp, rm)
 	h := &handler{Receiver: cn.rc, smp: smp}
 	cn.tr, err = cluster.NewTransport(cluster.TransportConfig{
-		NodeID: id, ListenAddr: c.ForwardAddr, SecretKey: key, Logger: cn.log,
+		NodeID: id, ListenAddr: c.ForwardAddr, SecretKey: key, Logger: cn.log, MaxBatchBytes: c.MaxBatchBytes,
 		Metrics: cluster.NewTransportMetrics(reg),
 		Resolve: func(n string) (string, bool) {
 			if cn.ms == nil {

@@ -106,6 +106,7 @@ type SASLConfig struct {
 type ClusterConfig struct {
 	GossipAddr    string   `yaml:"gossip_addr" help:"host:port for gossip (TCP and UDP): an IP, this node's resolvable name or 0.0.0.0; empty: run alone"`
 	ForwardAddr   string   `yaml:"forward_addr" help:"host:port peers forward spans to; required with gossip_addr"`
+	MaxBatchBytes int      `yaml:"max_batch_bytes" help:"largest batch of spans sent to or taken from a peer, uncompressed; larger hand-offs are split"`
 	Join          []string `yaml:"join" help:"gossip addresses of running members, comma-separated"`
 	SecretKeyFile string   `yaml:"secret_key_file" help:"file with a 16, 24 or 32-byte key shared by all nodes: encrypts gossip, authenticates peers; required for a cluster unless insecure"`
 	Insecure      bool     `yaml:"insecure" help:"run a cluster without secret_key_file: anyone who can reach the gossip and forward ports joins the cluster, takes traces and acknowledges batches; for a network where every host is trusted (logs a warning every 5 minutes)"`
@@ -173,6 +174,7 @@ func defaultConfig() Config {
 			MaxBufferedBytes:  1 << 30,
 			DecisionCacheSize: 1_000_000,
 		},
+		Cluster: ClusterConfig{MaxBatchBytes: 64 << 20},
 		Runtime: RuntimeConfig{HugePageHeapBytes: 512 << 20, GCMinHeapBytes: 96 << 20},
 		Archive: ArchiveConfig{URL: "file://./tailsift-data", RollBytes: 256 << 20, RollAge: 5 * time.Minute, SpoolMaxBytes: 10 << 30},
 	}

@@ -15,6 +15,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -30,6 +31,7 @@ import (
 	"github.com/tailsift/tailsift/internal/logthrottle"
 	"github.com/tailsift/tailsift/router"
 	"github.com/tailsift/tailsift/sampler"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -60,7 +62,7 @@ func newNodeProcess(cfg Config, logOut io.Writer) (n *node, done func(), err err
 	if cfg.Runtime.HugePageHeapBytes > 0 {
 		marked, hpErr = hugepage.BackHeap(cfg.Runtime.HugePageHeapBytes)
 	}
-	if n, err = newNode(cfg, logOut); err != nil {
+	if n, err = newNode(cfg, logOut, processNodeOptions...); err != nil {
 		return nil, nil, err
 	}
 	switch {
@@ -235,6 +237,9 @@ func validateConfig(cfg Config) (*parts, error) {
 		CheckCRCs:           cfg.Kafka.CheckCRCs,
 		ClientOpts:          secOpts,
 		Explain:             explainKafkaErr(cfg.Kafka),
+		// The poison-record guard's state lives with the node's other
+		// local state, the spool.
+		StateDir: cmp.Or(cfg.Archive.SpoolDir, filepath.Join(os.TempDir(), "tailsift-spool-"+cfg.NodeID)),
 	}
 	errs = append(errs, p.kafka.Validate())
 	p.sampler = sampler.Config{
@@ -289,7 +294,13 @@ type nodeOption func(*nodeOptions)
 type nodeOptions struct {
 	// registerer wraps the registry every metric is registered with.
 	registerer func(*prometheus.Registry) prometheus.Registerer
+	// beforeScan is router.Config.BeforeScan.
+	beforeScan func(*kgo.Record)
 }
+
+// processNodeOptions build the node of this process (run, demo): tests of
+// the real binary set them before main runs.
+var processNodeOptions []nodeOption
 
 // withRegisterer registers the node's metrics through wrap(registry).
 func withRegisterer(wrap func(*prometheus.Registry) prometheus.Registerer) nodeOption {
@@ -308,6 +319,7 @@ func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
 	}
 	logger, _ := newLogger(cfg.Log, logOut)
 	p.kafka.Logger = logger.With("component", "router")
+	p.kafka.BeforeScan = o.beforeScan
 	p.archive.Logger = logger.With("component", "archive")
 	p.sampler.Logger = logger.With("component", "sampler")
 
@@ -384,6 +396,10 @@ func (n *node) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := n.consumer.Err(); err != nil {
 			http.Error(w, "not ready: kafka: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if err := n.consumer.Stopped(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		if !n.consumer.Ready() {
