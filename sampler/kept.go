@@ -25,6 +25,13 @@ type Kept struct {
 	DurationNs  int64
 	SpanCount   int
 	HasError    bool
+
+	// Partial: the trace was decided on a piece of it, when it reached
+	// the span limit, or on a later piece after the pieces before were
+	// dropped. Lost counts the spans of those dropped pieces: settled, so
+	// not in the archive, but still in Kafka.
+	Partial bool
+	Lost    int
 }
 
 // Release settles every span of k. Call once, after k is durable.

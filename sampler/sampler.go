@@ -463,7 +463,10 @@ type Metrics struct {
 	noRoot         prometheus.Counter
 	orphanSpans    prometheus.Counter
 	decisionWait   waitHistogram
-	handedOff      prometheus.Counter
+
+	overlimitFlipped prometheus.Counter
+	overlimitLost    prometheus.Counter
+	handedOff        prometheus.Counter
 }
 
 // NewMetrics creates the sampler metrics and registers them with reg (nil:
@@ -499,10 +502,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]float64{0.1, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120}),
 		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_sampler_handed_off_spans_total", Help: "Spans handed to another node because it owns their trace (after a ring change, or sent here by a peer whose ring was behind)."}),
+		overlimitFlipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_sampler_overlimit_traces_kept_late_total",
+			Help: "Traces over max_spans_per_trace dropped on their first pieces and kept on a later one (an error, latency or rule match that came later)."}),
+		overlimitLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_sampler_overlimit_spans_lost_total",
+			Help: "Spans of kept traces that are not archived: dropped with the trace's first pieces, at max_spans_per_trace, before a later piece kept it."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.spansBuffered, m.bytesBuffered, m.tracesBuffered, m.completed, m.decided,
-			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.orphanSpans, &m.decisionWait, m.handedOff)
+			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.orphanSpans, &m.decisionWait, m.handedOff,
+			m.overlimitFlipped, m.overlimitLost)
 	}
 	return m
 }
