@@ -31,7 +31,7 @@ type Config struct {
 	// Past it, the oldest traces are decided early. Default 1 GiB.
 	MaxBufferedBytes int64
 	// DecisionCacheSize is how many recent decisions are remembered for late
-	// spans. Default 1,000,000 (about 30 MB).
+	// spans. Default 1,000,000 (about 55 MB).
 	DecisionCacheSize int
 	// TickInterval is how often shards look for complete traces. Default 100ms.
 	TickInterval time.Duration
@@ -115,6 +115,9 @@ type Sampler struct {
 	free   chan []Item // emptied batches, for reuse (see getBatch)
 
 	bufferedBytes atomic.Int64
+	// keptBytes is the memory held by kept traces sent out and not yet
+	// written by the archive (see Kept.Hold).
+	keptBytes atomic.Int64
 
 	// owner says which traces this node owns; nil means all of them.
 	owner atomic.Pointer[ownerBox]
@@ -230,10 +233,17 @@ func (s *Sampler) Policy() Policy { return s.policy() }
 // BufferedBytes is the encoded size of the spans buffered now.
 func (s *Sampler) BufferedBytes() int64 { return s.bufferedBytes.Load() }
 
-// Full reports whether the buffer is at the level where the shards decide
-// their oldest traces early (90% of MaxBufferedBytes): input should pause
-// until they have made room.
-func (s *Sampler) Full() bool { return s.bufferedBytes.Load() >= s.cfg.MaxBufferedBytes/10*9 }
+// KeptBytes is the memory held by kept traces on their way to the archive
+// or waiting there to be written (Kept.Hold).
+func (s *Sampler) KeptBytes() int64 { return s.keptBytes.Load() }
+
+// Full reports whether the memory under the bound, the buffer and the kept
+// traces not yet written, is at the level where the shards decide their
+// oldest traces early (90% of MaxBufferedBytes): input should pause until
+// they have made room, or the archive has written what it holds.
+func (s *Sampler) Full() bool {
+	return s.bufferedBytes.Load()+s.keptBytes.Load() >= s.cfg.MaxBufferedBytes/10*9
+}
 
 // shardOf picks the shard of a trace. The hash is seeded apart from the
 // ring's so that shard and node choice are independent.

@@ -494,12 +494,15 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 func (sh *shard) emit(ctx context.Context, k *Kept) {
 	sh.dKept += uint64(len(k.Spans))
 	sh.counted = true
+	k.acct = &sh.s.keptBytes
+	k.Hold(k.heldBytes())
 	select {
 	case sh.s.out <- k:
 	case <-ctx.Done():
 		// Shutting down before the archive took it: the spans stay
 		// unsettled, so their offsets are not committed and Kafka
 		// delivers them again.
+		k.Hold(0)
 	}
 }
 

@@ -206,6 +206,7 @@ func TestShardSpanLimitAndMemoryBound(t *testing.T) {
 				if n == 0 {
 					firstOut <- k.ID
 				}
+				k.Release() // written, as the archive would: it holds no memory now
 			case <-stop:
 				return
 			}
