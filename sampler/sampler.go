@@ -28,7 +28,9 @@ type Config struct {
 	// later spans follow the decision. Default 10,000.
 	MaxSpansPerTrace int
 	// MaxBufferedBytes bounds the encoded span bytes buffered by the node.
-	// Past it, the oldest traces are decided early. Default 1 GiB.
+	// Past it, the oldest traces are decided early. Kept traces the archive
+	// has not yet written count too (Kept.Hold): from 90% of the bound,
+	// with them, input pauses (Full). Default 1 GiB.
 	MaxBufferedBytes int64
 	// DecisionCacheSize is how many recent decisions are remembered for late
 	// spans. Default 1,000,000 (about 55 MB).
