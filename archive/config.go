@@ -45,6 +45,13 @@ type Config struct {
 	Redact    []RedactRule
 	RedactKey []byte
 	Logger    *slog.Logger
+	// Pressure, if set, reports that the node is at its memory bound
+	// (sampler.Sampler.Full). Kept traces the writer holds count against
+	// that bound (sampler.Kept.Hold) until their row group is written;
+	// under pressure the writer writes what it holds at its next tick
+	// instead of waiting for a full row group, since input has paused and
+	// the row group may never fill.
+	Pressure func() bool
 }
 
 // DefaultRollAge is RollAge when not set.

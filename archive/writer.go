@@ -180,6 +180,9 @@ loop:
 			if err = w.rollAged(); err != nil {
 				break loop
 			}
+			if err = w.relieve(); err != nil {
+				break loop
+			}
 		case <-ctx.Done():
 			err = ctx.Err()
 			break loop
@@ -261,12 +264,17 @@ func (w *Writer) add(k *sampler.Kept) error {
 		w.files[part] = f
 	}
 	f.held = append(f.held, k)
+	var raw int64
 	for i := range k.Spans {
-		f.heldRaw += int64(len(k.Spans[i].Raw))
+		raw += int64(len(k.Spans[i].Raw))
 		if src := k.Spans[i].Src; src != nil {
 			f.pending = append(f.pending, src)
 		}
 	}
+	f.heldRaw += raw
+	// Held until its row group is written, and then decoded into rows
+	// beside the spans: both count against the node's memory bound.
+	k.Hold(k.Held() + w.estimate(raw))
 	f.spans += len(k.Spans)
 	if w.estimate(f.heldRaw) >= w.cfg.RowGroupBytes {
 		if err := w.flushRowGroup(f); err != nil {
@@ -479,6 +487,9 @@ func (w *Writer) writeHeld(f *openFile) error {
 		w.rowsPerRaw = min(max(float64(size)/float64(f.heldRaw), minRowsPerRaw), maxRowsPerRaw)
 	}
 	f.size += size
+	for _, k := range held {
+		k.Hold(0)
+	}
 	clear(held) // the spans' bytes are free to go
 	f.held, f.heldRaw = held[:0], 0
 	return nil
@@ -528,6 +539,22 @@ func (w *Writer) close(f *openFile) error {
 	f.pending = nil
 	if w.up != nil {
 		w.up.enqueue(f.path)
+	}
+	return nil
+}
+
+// relieve writes the traces held by every open file as a row group when
+// the node is at its memory bound (Config.Pressure).
+func (w *Writer) relieve() error {
+	if w.cfg.Pressure == nil || !w.cfg.Pressure() {
+		return nil
+	}
+	for _, f := range w.files {
+		if len(f.held) > 0 {
+			if err := w.flushRowGroup(f); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -425,6 +425,8 @@ func (c *Consumer) waitForRoom(ctx context.Context) error {
 			c.m.throttled.WithLabelValues("unsettled").Inc()
 		}
 		c.commit(ctx)
+		// Paused, the poll loop publishes no gauges: the lag grows here.
+		c.updateGauges()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -178,8 +178,9 @@ func TestConsumerSurvivesBadInput(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, c.got, c.want)
 		}
 	}
-	// The hot trace, sent on every partition, was decided once at the span
-	// limit; its other spans followed the decision.
+	// The hot trace, sent on every partition, was dropped at the span limit,
+	// and decided again on each later piece: 2,400 spans reach the limit of
+	// 1,000 twice, unless a piece waited its maximum first.
 	var spanLimit float64
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -192,7 +193,7 @@ func TestConsumerSurvivesBadInput(t *testing.T) {
 			}
 		}
 	}
-	if spanLimit != 1 {
-		t.Errorf("traces decided at the span limit: %v, want 1", spanLimit)
+	if spanLimit < 1 || spanLimit > 2 {
+		t.Errorf("traces decided at the span limit: %v, want 1 or 2", spanLimit)
 	}
 }

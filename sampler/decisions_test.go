@@ -15,41 +15,39 @@ import (
 // Kept decisions, which did not change, are the embedded cache's.
 type mapDecisionCache struct {
 	*decisionCache
-	dropped  map[uint64]struct{}
-	dropFIFO []uint64
+	dropped  map[TraceID]struct{}
+	dropFIFO []TraceID
 	dropHead int
 }
 
 func newMapDecisionCache(size int) *mapDecisionCache {
-	return &mapDecisionCache{decisionCache: newDecisionCache(size), dropped: make(map[uint64]struct{})}
+	return &mapDecisionCache{decisionCache: newDecisionCache(size), dropped: make(map[TraceID]struct{})}
 }
 
 func (c *mapDecisionCache) addDropped(id TraceID) {
-	k := cacheKey(id)
-	if _, ok := c.dropped[k]; ok {
+	if _, ok := c.dropped[id]; ok {
 		return
 	}
-	c.dropped[k] = struct{}{}
-	c.dropHead = push(&c.dropFIFO, c.dropHead, c.dropMax, k, func(old uint64) { delete(c.dropped, old) })
+	c.dropped[id] = struct{}{}
+	c.dropHead = push(&c.dropFIFO, c.dropHead, c.dropMax, id, func(old TraceID) { delete(c.dropped, old) })
 }
 
 func (c *mapDecisionCache) lookup(id TraceID) (kept *KeptDecision, dropped bool) {
-	k := cacheKey(id)
-	if d, ok := c.kept[k]; ok {
+	if d, ok := c.kept[id]; ok {
 		return d, false
 	}
-	_, dropped = c.dropped[k]
+	_, dropped = c.dropped[id]
 	return nil, dropped
 }
 
 func (c *mapDecisionCache) len() int { return len(c.dropped) + len(c.kept) }
 
-// keyID returns a trace ID whose cache key is k and whose high half is
-// random, as it is for the senders that fill only the low half.
-func keyID(k uint64, r *rand.Rand) TraceID {
+// idOf returns the trace ID whose first 8 bytes are hi and last 8 are lo,
+// little endian.
+func idOf(hi, lo uint64) TraceID {
 	var id TraceID
-	binary.LittleEndian.PutUint64(id[:8], r.Uint64())
-	binary.LittleEndian.PutUint64(id[8:], k)
+	binary.LittleEndian.PutUint64(id[:8], hi)
+	binary.LittleEndian.PutUint64(id[8:], lo)
 	return id
 }
 
@@ -62,12 +60,12 @@ func checkKeySet(t *testing.T, s *keySet, held int) {
 	mask := uint64(len(s.slots) - 1)
 	n := 0
 	for j, k := range s.slots {
-		if k == 0 {
+		if k == (idKey{}) {
 			continue
 		}
 		n++
 		for i := s.home(k); i != uint64(j); i = (i + 1) & mask {
-			if s.slots[i] == 0 {
+			if s.slots[i] == (idKey{}) {
 				t.Fatalf("key %#x in slot %d: empty slot %d between it and its home %d", k, j, i, s.home(k))
 			}
 		}
@@ -91,26 +89,29 @@ func keySetSlotsFor(n int) int {
 
 // TestDecisionCacheMatchesMaps runs random adds and lookups against the
 // cache and against mapDecisionCache, with caches small enough that nearly
-// every add evicts and the table's probe runs are long, and keys drawn from
-// small pools so that re-adds, hits and evicted keys all come up often. The
-// pools include sequential keys, key 0 and keys that use one half only.
+// every add evicts and the table's probe runs are long, and IDs drawn from
+// small pools so that re-adds, hits and evicted IDs all come up often. The
+// pools include sequential IDs, the zero ID, IDs that use one half only and
+// IDs that share one half.
 func TestDecisionCacheMatchesMaps(t *testing.T) {
-	pools := map[string]func(n uint64) uint64{
-		"random":     func(n uint64) uint64 { return splitmix(n) },
-		"sequential": func(n uint64) uint64 { return n },
-		"high-half":  func(n uint64) uint64 { return n << 32 },
-		"top-byte":   func(n uint64) uint64 { return n<<56 | 1 },
-		"mixed": func(n uint64) uint64 {
+	pools := map[string]func(n uint64) TraceID{
+		"random":     func(n uint64) TraceID { return idOf(splitmix(n), splitmix(n+1<<40)) },
+		"sequential": func(n uint64) TraceID { return idOf(0, n) },
+		"high-half":  func(n uint64) TraceID { return idOf(n, 0) },
+		"same-low":   func(n uint64) TraceID { return idOf(splitmix(n), 0x5eed) },
+		"same-high":  func(n uint64) TraceID { return idOf(0x5eed, splitmix(n)) },
+		"top-byte":   func(n uint64) TraceID { return idOf(1, n<<56|1) },
+		"mixed": func(n uint64) TraceID {
 			switch n % 3 {
 			case 0:
-				return n / 3
+				return idOf(0, n/3)
 			case 1:
-				return (n / 3) << 40
+				return idOf((n/3)<<40, 7)
 			}
-			return splitmix(n)
+			return idOf(n, splitmix(n))
 		},
 	}
-	for name, key := range pools {
+	for name, idFor := range pools {
 		for _, size := range []int{16, 37, 200} {
 			t.Run(fmt.Sprintf("%s/%d", name, size), func(t *testing.T) {
 				r := rand.New(rand.NewPCG(uint64(size), 7))
@@ -118,7 +119,7 @@ func TestDecisionCacheMatchesMaps(t *testing.T) {
 				c.dropped.seed = r.Uint64()
 				pool := uint64(3 * size)
 				for op := range 20_000 {
-					id := keyID(key(r.Uint64N(pool)), r)
+					id := idFor(r.Uint64N(pool))
 					switch x := r.IntN(10); {
 					case x < 5:
 						c.addDropped(id)
@@ -131,7 +132,7 @@ func TestDecisionCacheMatchesMaps(t *testing.T) {
 					gotK, gotD := c.lookup(id)
 					wantK, wantD := ref.lookup(id)
 					if gotK != wantK || gotD != wantD {
-						t.Fatalf("op %d: lookup(%#x) = %p, %v; the maps say %p, %v", op, cacheKey(id), gotK, gotD, wantK, wantD)
+						t.Fatalf("op %d: lookup(%x) = %p, %v; the maps say %p, %v", op, id, gotK, gotD, wantK, wantD)
 					}
 					if c.len() != ref.len() {
 						t.Fatalf("op %d: holds %d decisions, the maps %d", op, c.len(), ref.len())
@@ -139,9 +140,9 @@ func TestDecisionCacheMatchesMaps(t *testing.T) {
 					if op%97 == 0 {
 						checkKeySet(t, &c.dropped, size+1)
 						for n := range pool {
-							k := key(n)
-							if got, want := c.dropped.has(k), hasKey(ref.dropped, k); got != want {
-								t.Fatalf("op %d: has(%#x) = %v, the map says %v", op, k, got, want)
+							id := idFor(n)
+							if got, want := c.dropped.has(cacheKey(id)), hasKey(ref.dropped, id); got != want {
+								t.Fatalf("op %d: has(%x) = %v, the map says %v", op, id, got, want)
 							}
 						}
 					}
@@ -154,7 +155,29 @@ func TestDecisionCacheMatchesMaps(t *testing.T) {
 	}
 }
 
-func hasKey(m map[uint64]struct{}, k uint64) bool { _, ok := m[k]; return ok }
+// TestDecisionCacheTellsApartIDsSharingAHalf checks that a decision is for
+// its own trace only: IDs equal in either 8-byte half to a dropped or a
+// kept trace's are neither.
+func TestDecisionCacheTellsApartIDsSharingAHalf(t *testing.T) {
+	c := newDecisionCache(100)
+	dropped, kept := idOf(1, 2), idOf(3, 4)
+	c.addDropped(dropped)
+	d := &KeptDecision{ID: kept}
+	c.addKept(kept, d)
+	for _, id := range []TraceID{idOf(1, 5), idOf(5, 2), idOf(3, 5), idOf(5, 4), idOf(2, 1), idOf(4, 3)} {
+		if k, drop := c.lookup(id); k != nil || drop {
+			t.Errorf("lookup(%x) = %v, %v: another trace's decision", id, k, drop)
+		}
+	}
+	if k, drop := c.lookup(dropped); k != nil || !drop {
+		t.Errorf("the dropped trace: %v, %v", k, drop)
+	}
+	if k, drop := c.lookup(kept); k != d || drop {
+		t.Errorf("the kept trace: %v, %v", k, drop)
+	}
+}
+
+func hasKey(m map[TraceID]struct{}, id TraceID) bool { _, ok := m[id]; return ok }
 
 // TestDecisionCacheGrowsFromEmpty checks that a cache with a large bound
 // starts small, grows with the decisions it holds, and stops growing at its
@@ -168,7 +191,8 @@ func TestDecisionCacheGrowsFromEmpty(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	sizes := map[int]bool{}
 	for n := 1; n <= 10*size; n++ {
-		c.addDropped(keyID(splitmix(uint64(n)), r))
+		id := idOf(r.Uint64(), splitmix(uint64(n)))
+		c.addDropped(id)
 		held := min(n, size)
 		if c.len() != held {
 			t.Fatalf("after %d decisions the cache holds %d, want %d", n, c.len(), held)
@@ -188,7 +212,8 @@ func TestDecisionCacheGrowsFromEmpty(t *testing.T) {
 	// The newest decisions are remembered and the oldest forgotten.
 	r = rand.New(rand.NewPCG(1, 2))
 	for n := 1; n <= 10*size; n++ {
-		_, dropped := c.lookup(keyID(splitmix(uint64(n)), r))
+		id := idOf(r.Uint64(), splitmix(uint64(n)))
+		_, dropped := c.lookup(id)
 		if want := n > 9*size; dropped != want {
 			t.Fatalf("decision %d of %d: remembered %v, want %v", n, 10*size, dropped, want)
 		}
@@ -202,12 +227,14 @@ func TestDecisionCacheGrowsFromEmpty(t *testing.T) {
 // with a random one.
 func TestKeySetSpreadsPatternedKeys(t *testing.T) {
 	const n = 40_000
-	for name, key := range map[string]func(i uint64) uint64{
-		"random":     splitmix,
-		"sequential": func(i uint64) uint64 { return i + 1 },
-		"stride-4K":  func(i uint64) uint64 { return (i + 1) << 12 },
-		"high-half":  func(i uint64) uint64 { return (i + 1) << 32 },
-		"top-bits":   func(i uint64) uint64 { return bits.Reverse64(i + 1) },
+	for name, key := range map[string]func(i uint64) idKey{
+		"random":      func(i uint64) idKey { return idKey{lo: splitmix(i), hi: splitmix(i + 1<<40)} },
+		"sequential":  func(i uint64) idKey { return idKey{lo: i + 1} },
+		"stride-4K":   func(i uint64) idKey { return idKey{lo: (i + 1) << 12} },
+		"high-half":   func(i uint64) idKey { return idKey{hi: i + 1} },
+		"same-low":    func(i uint64) idKey { return idKey{lo: 0x5eed, hi: i + 1} },
+		"top-bits":    func(i uint64) idKey { return idKey{lo: bits.Reverse64(i + 1)} },
+		"top-bits-hi": func(i uint64) idKey { return idKey{hi: bits.Reverse64(i + 1)} },
 	} {
 		for _, seed := range []uint64{0, rand.Uint64()} {
 			s := newKeySet()
@@ -218,7 +245,7 @@ func TestKeySetSpreadsPatternedKeys(t *testing.T) {
 			mask := uint64(len(s.slots) - 1)
 			probes := 0
 			for j, k := range s.slots {
-				if k != 0 {
+				if k != (idKey{}) {
 					probes += int((uint64(j)-s.home(k))&mask) + 1
 				}
 			}

@@ -14,7 +14,10 @@
 // Spans that arrive after their trace was decided follow the decision: the
 // shard remembers recent decisions (a bounded FIFO of trace IDs), archives
 // late spans of kept traces with the same sample rate, and settles late spans
-// of dropped traces.
+// of dropped traces. A trace dropped at the span limit is the exception: its
+// later spans are buffered and decided again, a piece at a time, since they
+// may hold what keeps it (overlimit.go). Kept traces count against the memory
+// bound until the archive has written them (Kept.Hold).
 //
 // Goroutines: Run starts one per shard and returns when all have stopped,
 // after closing the output channel. Channels between the router and the

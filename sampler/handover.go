@@ -26,20 +26,22 @@ type KeptDecision struct {
 	DurationNs  int64
 	SpanCount   int
 	HasError    bool
+	Partial     bool // see Kept.Partial
+	Lost        int
 }
 
 // keptDecisionOf is the decision k was kept by.
 func keptDecisionOf(k *Kept) KeptDecision {
 	return KeptDecision{ID: k.ID, SampleRate: k.SampleRate, Reason: k.Reason, DecidedAt: k.DecidedAt,
 		RootService: k.RootService, RootName: k.RootName, Start: k.Start, DurationNs: k.DurationNs,
-		SpanCount: k.SpanCount, HasError: k.HasError}
+		SpanCount: k.SpanCount, HasError: k.HasError, Partial: k.Partial, Lost: k.Lost}
 }
 
 // kept is a Kept, without spans yet, for spans that follow d.
 func (d *KeptDecision) kept() Kept {
 	return Kept{ID: d.ID, SampleRate: d.SampleRate, Reason: d.Reason, DecidedAt: d.DecidedAt,
 		RootService: d.RootService, RootName: d.RootName, Start: d.Start, DurationNs: d.DurationNs,
-		SpanCount: d.SpanCount, HasError: d.HasError}
+		SpanCount: d.SpanCount, HasError: d.HasError, Partial: d.Partial, Lost: d.Lost}
 }
 
 // putAsideDecisions queues decisions for traces this node does not own.

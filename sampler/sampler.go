@@ -38,10 +38,12 @@ type Config struct {
 	// later spans follow the decision. Default 10,000.
 	MaxSpansPerTrace int
 	// MaxBufferedBytes bounds the encoded span bytes buffered by the node.
-	// Past it, the oldest traces are decided early. Default 1 GiB.
+	// Past it, the oldest traces are decided early. Kept traces the archive
+	// has not yet written count too (Kept.Hold): from 90% of the bound,
+	// with them, input pauses (Full). Default 1 GiB.
 	MaxBufferedBytes int64
 	// DecisionCacheSize is how many recent decisions are remembered for late
-	// spans. Default 1,000,000 (about 30 MB, and 8 MB of decision times
+	// spans. Default 1,000,000 (about 55 MB, and 8 MB of decision times
 	// for measuring lateness).
 	DecisionCacheSize int
 	// TickInterval is how often shards look for complete traces. Default 100ms.
@@ -129,6 +131,9 @@ type Sampler struct {
 	free   chan []Item // emptied batches, for reuse (see getBatch)
 
 	bufferedBytes atomic.Int64
+	// keptBytes is the memory held by kept traces sent out and not yet
+	// written by the archive (see Kept.Hold).
+	keptBytes atomic.Int64
 
 	// owner says which traces this node owns; nil means all of them.
 	owner atomic.Pointer[ownerBox]
@@ -244,10 +249,17 @@ func (s *Sampler) Policy() Policy { return s.policy() }
 // BufferedBytes is the encoded size of the spans buffered now.
 func (s *Sampler) BufferedBytes() int64 { return s.bufferedBytes.Load() }
 
-// Full reports whether the buffer is at the level where the shards decide
-// their oldest traces early (90% of MaxBufferedBytes): input should pause
-// until they have made room.
-func (s *Sampler) Full() bool { return s.bufferedBytes.Load() >= s.cfg.MaxBufferedBytes/10*9 }
+// KeptBytes is the memory held by kept traces on their way to the archive
+// or waiting there to be written (Kept.Hold).
+func (s *Sampler) KeptBytes() int64 { return s.keptBytes.Load() }
+
+// Full reports whether the memory under the bound, the buffer and the kept
+// traces not yet written, is at the level where the shards decide their
+// oldest traces early (90% of MaxBufferedBytes): input should pause until
+// they have made room, or the archive has written what it holds.
+func (s *Sampler) Full() bool {
+	return s.bufferedBytes.Load()+s.keptBytes.Load() >= s.cfg.MaxBufferedBytes/10*9
+}
 
 // shardOf picks the shard of a trace. The hash is seeded apart from the
 // ring's so that shard and node choice are independent.
@@ -479,6 +491,9 @@ type Metrics struct {
 	decisionWait   waitHistogram
 	handedOff      prometheus.Counter
 	late           *lateMetrics
+
+	overlimitFlipped prometheus.Counter
+	overlimitLost    prometheus.Counter
 }
 
 // NewMetrics creates the sampler metrics and registers them with reg (nil:
@@ -515,10 +530,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_sampler_handed_off_spans_total", Help: "Spans handed to another node because it owns their trace (after a ring change, or sent here by a peer whose ring was behind)."}),
 		late: newLateMetrics(),
+		overlimitFlipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_sampler_overlimit_traces_kept_late_total",
+			Help: "Traces over max_spans_per_trace dropped on their first pieces and kept on a later one (an error, latency or rule match that came later)."}),
+		overlimitLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_sampler_overlimit_spans_lost_total",
+			Help: "Spans of kept traces that are not archived: dropped with the trace's first pieces, at max_spans_per_trace, before a later piece kept it."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.spansBuffered, m.bytesBuffered, m.tracesBuffered, m.completed, m.decided,
-			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.orphanSpans, &m.decisionWait, m.handedOff)
+			m.spansKept, m.spansDropped, m.lateSpans, m.noRoot, m.orphanSpans, &m.decisionWait, m.handedOff,
+			m.overlimitFlipped, m.overlimitLost)
 		reg.MustRegister(m.late.collectors()...)
 	}
 	return m

@@ -116,7 +116,8 @@ type shard struct {
 	counters                         counterCache
 	waits                            waitCounts
 	dKept, dDropped, dNoRoot, dOrphs uint64
-	counted                          bool // any of the above is not published
+	dFlipped, dLost                  uint64 // over-limit traces kept on a later piece, and the spans lost
+	counted                          bool   // any of the above is not published
 }
 
 // counterCache holds the children of labelled counters a shard counts each
@@ -179,6 +180,8 @@ func (sh *shard) publish() {
 		addCount(m.spansDropped, &sh.dDropped)
 		addCount(m.noRoot, &sh.dNoRoot)
 		addCount(m.orphanSpans, &sh.dOrphs)
+		addCount(m.overlimitFlipped, &sh.dFlipped)
+		addCount(m.overlimitLost, &sh.dLost)
 		sh.publishLateness()
 	}
 	if sh.dSpans == 0 && sh.dBytes == 0 && sh.dTraces == 0 {
@@ -432,11 +435,25 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 		sh.dNoRoot++
 	}
 
+	prior := sh.cache.partialOf(&b.id)
+	if prior != nil {
+		prior.fold(t)
+	}
 	v := sh.s.policy().Decide(t)
 	if v.Decision != Keep {
 		sh.counters.count(m.decided, "drop", v.Reason)
 		sh.dDropped += uint64(len(t.Spans))
-		sh.cache.addDropped(b.id)
+		switch {
+		case prior != nil:
+			prior.add(t)
+		case cause == causeSpans:
+			// More of the trace is to come, and may keep it (overlimit.go).
+			p := &partialDrop{id: b.id}
+			p.add(t)
+			sh.cache.addPartial(p)
+		default:
+			sh.cache.addDropped(b.id)
+		}
 		for i := range t.Spans {
 			if src := t.Spans[i].Src; src != nil {
 				src.Done()
@@ -461,6 +478,15 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 		DurationNs:  int64(t.Duration()),
 		SpanCount:   len(t.Spans),
 		HasError:    t.HasError(),
+		Partial:     cause == causeSpans || prior != nil,
+	}
+	if prior != nil {
+		// Kept on a later piece of a trace dropped at the span limit.
+		delete(sh.cache.partial, b.id)
+		k.Lost = prior.spans
+		k.SpanCount += prior.spans
+		sh.dFlipped++
+		sh.dLost += uint64(prior.spans)
 	}
 	d := keptDecisionOf(k)
 	sh.cache.addKept(b.id, &d)
@@ -472,12 +498,15 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 func (sh *shard) emit(ctx context.Context, k *Kept) {
 	sh.dKept += uint64(len(k.Spans))
 	sh.counted = true
+	k.acct = &sh.s.keptBytes
+	k.Hold(k.heldBytes())
 	select {
 	case sh.s.out <- k:
 	case <-ctx.Done():
 		// Shutting down before the archive took it: the spans stay
 		// unsettled, so their offsets are not committed and Kafka
 		// delivers them again.
+		k.Hold(0)
 	}
 }
 

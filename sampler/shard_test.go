@@ -195,6 +195,23 @@ func TestShardSpanLimitAndMemoryBound(t *testing.T) {
 	}
 
 	// Memory: 1 MiB of 100-byte spans in distinct traces; the oldest go first.
+	firstOut := make(chan TraceID, 1)
+	stop := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for n := 0; ; n++ {
+			select {
+			case k := <-out:
+				if n == 0 {
+					firstOut <- k.ID
+				}
+				k.Release() // written, as the archive would: it holds no memory now
+			case <-stop:
+				return
+			}
+		}
+	}()
 	for i := 0; i < 20_000; i++ {
 		id := TraceID{0: 2, 1: byte(i >> 8), 2: byte(i)}
 		it := item(id, false, false, nil)
@@ -203,27 +220,17 @@ func TestShardSpanLimitAndMemoryBound(t *testing.T) {
 			t.Fatalf("buffered %d bytes, over the 1 MiB bound", sh.bytes)
 		}
 	}
-	first := <-out
-	if first.ID != (TraceID{0: 2}) {
-		t.Fatalf("memory pressure decided %x first, want the oldest trace", first.ID)
+	if first := <-firstOut; first != (TraceID{0: 2}) {
+		t.Fatalf("memory pressure decided %x first, want the oldest trace", first)
 	}
 	// At the bound input pauses, and with it the input clock: a tick with no
 	// time passed still makes room, down to 80%, so input can resume.
 	if !sh.s.Full() {
 		t.Fatalf("buffer at %d of %d bytes not reported full", sh.bytes, 1<<20)
 	}
-	stop := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-out:
-			case <-stop:
-				return
-			}
-		}
-	}()
 	sh.expire(ctx, t0)
 	close(stop)
+	<-drained
 	if sh.bytes > (1<<20)/10*8 || sh.s.Full() {
 		t.Fatalf("after a tick at the bound: %d bytes buffered, full=%v; want at most 80%% of %d", sh.bytes, sh.s.Full(), 1<<20)
 	}

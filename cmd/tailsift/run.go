@@ -355,6 +355,9 @@ func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
 	if n.consumer, err = router.NewConsumer(p.kafka, dispatch, router.NewMetrics(reg)); err != nil {
 		return nil, err
 	}
+	// Kept traces on their way to the archive, and held there until
+	// written, count against the sampler's memory bound.
+	p.archive.Pressure = n.sampler.Full
 	n.archive, err = archive.New(context.Background(), p.archive, archive.NewMetrics(reg))
 	if err != nil {
 		return nil, fmt.Errorf("archive.url %s: %w", cfg.Archive.URL, err)
