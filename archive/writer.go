@@ -17,6 +17,7 @@ import (
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/compress/zstd"
+	"github.com/tailsift/tailsift/internal/buildinfo"
 	"github.com/tailsift/tailsift/sampler"
 )
 
@@ -349,7 +350,7 @@ func writerOptions() []parquet.WriterOption {
 		parquet.PageBufferSize(128 << 10),
 		// Keep whole trace IDs as page bounds: truncated ones prune less.
 		parquet.ColumnIndexSizeLimit(func(path []string) int { return 64 }),
-		parquet.CreatedBy("tailsift", "1", ""),
+		parquet.CreatedBy("tailsift", buildinfo.Get().Version, buildinfo.Get().ShortRevision()),
 		parquet.KeyValueMetadata("tailsift.schema", "1"),
 	}
 	// Bounds of attribute keys and values, random IDs and free text prune
@@ -521,7 +522,7 @@ func (w *Writer) close(f *openFile) error {
 	w.m.spans.Add(float64(f.spans))
 	w.m.bytes.Add(float64(size))
 	w.m.lastFile.SetToCurrentTime()
-	w.log.Debug("archive file written", "path", f.path, "spans", f.spans, "bytes", size)
+	w.log.Info("archive file written", "path", f.path, "spans", f.spans, "bytes", size)
 	for _, p := range f.pending {
 		p.Done()
 	}

@@ -177,7 +177,7 @@ func newNodeMetrics(reg prometheus.Registerer) nodeMetrics {
 	// every membership change.
 	m.members.Set(1)
 	m.share.Set(1)
-	reg.MustRegister(m.reloads, m.members, m.share)
+	reg.MustRegister(m.reloads, m.members, m.share, buildInfoMetric())
 	return m
 }
 
@@ -406,6 +406,7 @@ func (n *node) routes() http.Handler {
 func (n *node) run(ctx context.Context) error {
 	n.log.Info("tailsift node starting", "node_id", n.cfg.NodeID, "brokers", strings.Join(n.cfg.Kafka.Brokers, ","),
 		"topic", n.cfg.Kafka.Topic, "group", n.cfg.Kafka.Group, "archive", n.cfg.Archive.URL, "http_addr", n.cfg.HTTP.Addr, "pprof", n.cfg.HTTP.PProf)
+	warnDefaultBrokers(n.cfg, n.log)
 	// The archive must outlive ctx: it drains what the sampler decided.
 	// It is cancelled only when the grace period runs out.
 	archCtx, archCancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -482,7 +483,7 @@ func newLogger(c LogConfig, w io.Writer) (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		return nil, fmt.Errorf("log.level: %q is not allowed (allowed: debug, info, warn, error)", c.Level)
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
 	// Warnings and errors repeated by retry loops (a peer or a broker
 	// down) are written at most ten times a minute per message.
 	const floodPeriod, floodBurst = time.Minute, 10
