@@ -155,7 +155,10 @@ func New(cfg Config, p Policy, out chan<- *Kept, m *Metrics, clock Clock) *Sampl
 
 // SetPolicy swaps the policy used for traces decided from now on. Safe to
 // call at any time; this is how a configuration reload takes effect.
-func (s *Sampler) SetPolicy(p Policy) { s.pol.Store(&policyBox{p}) }
+func (s *Sampler) SetPolicy(p Policy) {
+	s.m.StartAtZero(p)
+	s.pol.Store(&policyBox{p})
+}
 
 func (s *Sampler) policy() Policy { return s.pol.Load().p }
 
@@ -499,6 +502,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			[]float64{0.1, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120}),
 		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_sampler_handed_off_spans_total", Help: "Spans handed to another node because it owns their trace (after a ring change, or sent here by a peer whose ring was behind)."}),
+	}
+	// Known label values start at zero, so dashboards see a flat line,
+	// not "no data", until the first event; see also StartAtZero.
+	for _, c := range []string{causeQuiet, causeMaxWait, causeSpans, causeMemory, causeShutdown} {
+		m.completed.WithLabelValues(c)
+	}
+	for _, d := range []string{"keep", "drop"} {
+		m.lateSpans.WithLabelValues(d)
 	}
 	if reg != nil {
 		reg.MustRegister(m.spansBuffered, m.bytesBuffered, m.tracesBuffered, m.completed, m.decided,

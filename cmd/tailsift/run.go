@@ -177,6 +177,9 @@ func newNodeMetrics(reg prometheus.Registerer) nodeMetrics {
 	// every membership change.
 	m.members.Set(1)
 	m.share.Set(1)
+	for _, r := range []string{"applied", "rejected"} {
+		m.reloads.WithLabelValues(r)
+	}
 	reg.MustRegister(m.reloads, m.members, m.share, buildInfoMetric())
 	return m
 }
@@ -336,6 +339,12 @@ func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
 			n.applyShare(n.sampler.Policy())
 		}
 		dispatch = n.cluster
+	}
+	if n.cluster == nil {
+		// A node alone forwards nothing; its forwarding series are
+		// exported at zero all the same, so the cluster panels of the
+		// dashboard read "nothing forwarded", not "no data".
+		router.NewRouteMetrics(reg)
 	}
 	p.kafka.Full = n.sampler.Full
 	if n.consumer, err = router.NewConsumer(p.kafka, dispatch, router.NewMetrics(reg)); err != nil {
