@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parquet-go/parquet-go"
+	"github.com/tailsift/tailsift/bench/gen"
 )
 
 // runCLI runs the tailsift command line as main does and returns its exit
@@ -357,5 +358,28 @@ func TestJSONLogDurations(t *testing.T) {
 	log.Info("shutting down", "grace_period", 30*time.Second, "took", 1500*time.Millisecond)
 	if !strings.Contains(logs.String(), `"grace_period":"30s","took":"1.5s"`) {
 		t.Errorf("JSON log: %s", logs.String())
+	}
+}
+
+// TestProgressExplainsOpenFiles: once Kafka is drained and every trace
+// decided, a node whose kept spans wait in open archive files says so, and
+// its progress line counts them, rather than showing nothing to do.
+func TestProgressExplainsOpenFiles(t *testing.T) {
+	b, client := startBroker(t, 2)
+	logs := &syncBuffer{}
+	startTestNodeLog(t, b.Addr(), "otlp_spans", t.TempDir(), func(c *Config) {
+		c.Log.Level = "info"
+		c.Log.ProgressInterval = 200 * time.Millisecond
+		c.Archive.RollAge = time.Hour
+	}, logs)
+	if _, err := gen.Produce(context.Background(), client, "otlp_spans", gen.Config{Seed: 3, Traces: 200}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, func() bool {
+		return strings.Contains(logs.String(), "kept spans wait in open archive files")
+	})
+	text := logs.String()
+	if !strings.Contains(text, "roll_age=1h") || !regexp.MustCompile(`msg=progress .*lag_records=0 unsettled_records=[1-9]\d* oldest_unsettled=\S+ open_archive_files=[1-9]`).MatchString(text) {
+		t.Errorf("no progress line showing unsettled records in open files:\n%s", text)
 	}
 }
