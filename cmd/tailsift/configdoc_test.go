@@ -213,21 +213,21 @@ func TestEveryKeyByFlagAndEnv(t *testing.T) {
 	}
 }
 
-// readmeConfig returns the example configuration of README.md.
-func readmeConfig(t *testing.T) string {
+// readmeYAML returns the first YAML block of the README section under heading.
+func readmeYAML(t *testing.T, heading string) string {
 	t.Helper()
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(readme), "### Configuration file")
+	_, rest, ok := strings.Cut(string(readme), "\n"+heading+"\n")
 	if !ok {
-		t.Fatal("README.md has no configuration file section")
+		t.Fatalf("README.md has no section %q", heading)
 	}
 	_, rest, _ = strings.Cut(rest, "```yaml\n")
 	doc, _, ok := strings.Cut(rest, "```")
 	if !ok {
-		t.Fatal("no yaml block in the README's configuration file section")
+		t.Fatalf("no yaml block in the README's section %q", heading)
 	}
 	return doc
 }
@@ -235,7 +235,7 @@ func readmeConfig(t *testing.T) string {
 // TestConfigCheckREADME runs `tailsift config check` on the README's
 // example, as is and broken.
 func TestConfigCheckREADME(t *testing.T) {
-	example := readmeConfig(t)
+	example := readmeYAML(t, "### Configuration file")
 	dir := t.TempDir()
 	file := writeFile(t, dir, "tailsift.yaml", []byte(example))
 	t.Setenv("TAILSIFT_KAFKA_SASL_PASSWORD", "s3cret-from-env")
