@@ -136,6 +136,12 @@ func TestSizeAndDurationSyntax(t *testing.T) {
 		}
 	}
 
+	for n, want := range map[int64]string{0: "0", 1000: "1kB", 1024: "1KiB", 64 << 20: "64MiB", 64e6: "64MB", 10 << 30: "10GiB", 200_000: "200kB", 1234: "1234"} {
+		if got := formatSize(n); got != want {
+			t.Errorf("formatSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+
 	// The same syntax for run's keys as for the other commands' flags.
 	_, _, cfg, err := parseRunArgs([]string{"--kafka-fetch-max-bytes", "16MB", "--sampler-max-buffered-bytes", "4GB",
 		"--archive-roll-age", "1d"}, func(string) string { return "" }, &bytes.Buffer{})
@@ -145,11 +151,30 @@ func TestSizeAndDurationSyntax(t *testing.T) {
 	if cfg.Kafka.FetchMaxBytes != 16e6 || cfg.Sampler.MaxBufferedBytes != 4e9 || cfg.Archive.RollAge != 24*time.Hour {
 		t.Errorf("fetch %d, buffered %d, roll age %v", cfg.Kafka.FetchMaxBytes, cfg.Sampler.MaxBufferedBytes, cfg.Archive.RollAge)
 	}
+	// config check prints them as a file would hold them, and reads back
+	// what it prints.
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("archive:\n  roll_age: 1d\n  roll_bytes: 64MB\nsampler:\n  max_wait: 90s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "config", "check", file)
+	for _, w := range []string{"roll_age: 1d\n", "roll_bytes: 64MB\n", "max_wait: 1m30s\n", "max_message_bytes: 64MiB\n"} {
+		if code != 0 || !strings.Contains(out, w) {
+			t.Errorf("config check: exit %d, %s; no %q in:\n%s", code, errOut, w, out)
+		}
+	}
+	if err := os.WriteFile(file, []byte(strings.ReplaceAll(out, "*****", "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, again, errOut := runCLI(t, "config", "check", file); code != 0 || again[strings.Index(again, "\n"):] != out[strings.Index(out, "\n"):] {
+		t.Errorf("config check of its own output: exit %d, %s\n%s", code, errOut, again)
+	}
+
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the broker starts, then stops at once
-	var out, errOut bytes.Buffer
-	if code := run(ctx, []string{"broker", "--addr", "127.0.0.1:0", "--max-message-bytes", "16MB", "--retention", "7d"}, &out, &errOut); code != 0 {
-		t.Errorf("broker with 16MB: exit %d: %s", code, errOut.String())
+	var bout, berr bytes.Buffer
+	if code := run(ctx, []string{"broker", "--addr", "127.0.0.1:0", "--max-message-bytes", "16MB", "--retention", "7d"}, &bout, &berr); code != 0 {
+		t.Errorf("broker with 16MB: exit %d: %s", code, berr.String())
 	}
 }
 

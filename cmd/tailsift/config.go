@@ -282,11 +282,7 @@ func configHelp(w io.Writer, fs *flag.FlagSet) {
 			fmt.Fprintf(w, "\n%s:\n", sec)
 			section = sec
 		}
-		v := reflect.ValueOf(def)
-		for _, part := range strings.Split(k.key, ".") {
-			v, _ = fieldByYAML(v, part)
-		}
-		value, shown := describeValue(k.key, v)
+		value, shown := describeValue(k.key, keyValue(&def, k.key))
 		if strings.Contains(k.help, "(default") {
 			shown = ""
 		}
@@ -296,6 +292,15 @@ func configHelp(w io.Writer, fs *flag.FlagSet) {
 	for _, alias := range slices.Sorted(maps.Keys(flagAliases)) {
 		fmt.Fprintf(w, "  --%s = --%s\n", alias, configKey{key: flagAliases[alias]}.flag())
 	}
+}
+
+// keyValue is the field of cfg at the YAML key path.
+func keyValue(cfg *Config, key string) reflect.Value {
+	v := reflect.ValueOf(cfg).Elem()
+	for _, part := range strings.Split(key, ".") {
+		v, _ = fieldByYAML(v, part)
+	}
+	return v
 }
 
 // describeValue names the kind of value a key takes and writes v, its

@@ -43,14 +43,6 @@ func configTable() string {
 	return b.String()
 }
 
-func keyValue(cfg *Config, key string) reflect.Value {
-	v := reflect.ValueOf(cfg).Elem()
-	for _, part := range strings.Split(key, ".") {
-		v, _ = fieldByYAML(v, part)
-	}
-	return v
-}
-
 func docUnit(k configKey) string {
 	switch {
 	case k.typ == reflect.TypeOf(time.Duration(0)):

@@ -49,18 +49,25 @@ func parseSize(s string) (int64, error) {
 	return int64(f * mult), nil
 }
 
-// formatSize writes n in the largest IEC unit that divides it exactly, so
-// that a default reads as it would be written (64MiB, not 67108864).
+// formatSize writes n as it would be written: in the unit that divides it
+// exactly with the fewest digits, IEC on a tie (64MiB, 64MB, not 67108864
+// or 62500KiB).
 func formatSize(n int64) string {
+	plain := strconv.FormatInt(n, 10)
+	best := plain
+	if n == 0 {
+		return best
+	}
 	for _, u := range []struct {
 		suffix string
 		mult   int64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
-		if n != 0 && n%u.mult == 0 {
-			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"kB", 1e3}} {
+		s := strconv.FormatInt(n/u.mult, 10) + u.suffix
+		if n%u.mult == 0 && len(s) <= len(plain) && (best == plain || len(s) < len(best)) {
+			best = s
 		}
 	}
-	return strconv.FormatInt(n, 10)
+	return best
 }
 
 // durationSyntax is how parse errors describe a duration.
