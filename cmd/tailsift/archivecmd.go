@@ -62,9 +62,9 @@ func cmdTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	var prefixes []string
-	if since.d > 0 {
+	if since.v > 0 {
 		now := time.Now()
-		prefixes = archive.PartitionPrefixes(now.Add(-since.d), now)
+		prefixes = archive.PartitionPrefixes(now.Add(-since.v), now)
 	}
 	st, err := af.open(ctx)
 	if err != nil {
@@ -170,7 +170,7 @@ func cmdRetention(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	age, size := maxAge.d, maxBytes.n
+	age, size := maxAge.v, maxBytes.v
 	if age == 0 && size == 0 {
 		return errors.New("give --max-age, --max-bytes or both")
 	}
@@ -227,7 +227,7 @@ func cmdCompact(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	age, size := olderThan.d, target.n
+	age, size := olderThan.v, target.v
 	if size < 1<<20 {
 		return fmt.Errorf("--target-size: must be at least 1MiB, got %q", target.text)
 	}

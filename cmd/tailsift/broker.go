@@ -27,13 +27,13 @@ func cmdBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *partitions < 1 {
 		return fmt.Errorf("--partitions: must be at least 1, got %d", *partitions)
 	}
-	rb, mm := retentionBytes.n, maxMsg.n
+	rb, mm := retentionBytes.v, maxMsg.v
 	if mm <= 0 {
 		return fmt.Errorf("--max-message-bytes: must be a positive size, got %q", maxMsg.text)
 	}
 	b, err := broker.Start(broker.Config{
 		Addr: *addr, Topic: *topic, Partitions: int32(*partitions), DataDir: *dataDir,
-		Retention: retention.d, RetentionBytes: rb, MaxMessageBytes: int(mm),
+		Retention: retention.v, RetentionBytes: rb, MaxMessageBytes: int(mm),
 		SASL: broker.SASL{Mechanism: strings.ToUpper(*saslMech), User: *saslUser, Password: *saslPass},
 	})
 	if err != nil {

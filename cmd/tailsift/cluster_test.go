@@ -18,8 +18,9 @@ import (
 )
 
 // clusterProc runs a cluster node in a child process; join is a gossip
-// address of a running member ("" for the first).
-func clusterProc(t *testing.T, brokers, dir, name, gossip, join string) *exec.Cmd {
+// address of a running member ("" for the first); extra flags come last
+// and win over the ones set here.
+func clusterProc(t *testing.T, brokers, dir, name, gossip, join string, extra ...string) *exec.Cmd {
 	t.Helper()
 	args := []string{"run", "--brokers", brokers, "--group", "cluster", "--node-id", name,
 		"--archive", "file://" + dir, "--archive-roll-age", "1s", "--quiet-period", "1s", "--max-wait", "10s",
@@ -28,7 +29,7 @@ func clusterProc(t *testing.T, brokers, dir, name, gossip, join string) *exec.Cm
 	if join != "" {
 		args = append(args, "--join", join)
 	}
-	cmd := tailsiftCmd(args...)
+	cmd := tailsiftCmd(append(args, extra...)...)
 	cmd.Stderr = testLogWriter{t}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

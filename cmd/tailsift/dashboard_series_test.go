@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -138,25 +137,7 @@ func seriesOf(m metricSet) []labelSet {
 // dashboard, panels and template variables, keyed by its text.
 func dashboardSelectors(t *testing.T) map[string]selector {
 	t.Helper()
-	data, err := os.ReadFile("../../deploy/grafana/tailsift.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Panels []struct {
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-		Templating struct {
-			List []struct {
-				Definition string `json:"definition"`
-			} `json:"list"`
-		} `json:"templating"`
-	}
-	if err := json.Unmarshal(data, &dash); err != nil {
-		t.Fatal(err)
-	}
+	dash := loadDashboard(t)
 	var exprs []string
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {
@@ -256,21 +237,9 @@ func TestDashboardHasDataOnAClusterWithABudget(t *testing.T) {
 	join := ""
 	for i := range 3 {
 		httpAddr, gossip := freeAddr(t), freeAddr(t)
-		args := []string{"run", "--config", config, "--brokers", b.Addr(), "--group", "cluster", "--node-id", fmt.Sprintf("n%d", i),
-			"--archive", "file://" + dir, "--archive-roll-age", "1s", "--quiet-period", "1s", "--max-wait", "10s",
-			"--http-addr", httpAddr, "--log-level", "warn", "--grace-period", "20s",
-			"--kafka-session-timeout", "6s", "--kafka-rebalance-timeout", "10s",
-			"--gossip-addr", gossip, "--forward-addr", freeAddr(t)}
-		if join != "" {
-			args = append(args, "--join", join)
-		}
-		cmd := tailsiftCmd(args...)
-		cmd.Stderr = testLogWriter{t}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		procs, httpAddrs = append(procs, cmd), append(httpAddrs, httpAddr)
+		procs = append(procs, clusterProc(t, b.Addr(), dir, fmt.Sprintf("n%d", i), gossip, join,
+			"--config", config, "--http-addr", httpAddr))
+		httpAddrs = append(httpAddrs, httpAddr)
 		if join == "" {
 			join = gossip
 			waitFor(t, time.Minute, func() bool { return httpGet(httpAddr+"/healthz") == nil })

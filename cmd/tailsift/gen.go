@@ -43,7 +43,7 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if !ok {
 		return fmt.Errorf("--compression: %q is not allowed (allowed: none, gzip, snappy, lz4, zstd)", *compression)
 	}
-	batchMax := maxBatch.n
+	batchMax := maxBatch.v
 	if batchMax < 1024 || batchMax > 1<<30 {
 		return fmt.Errorf("--max-batch-bytes: must be a size from 1KiB to 1GiB, got %q", maxBatch.text)
 	}

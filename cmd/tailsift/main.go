@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -205,9 +206,9 @@ func flagValueName(fl *flag.Flag) string {
 		return ""
 	}
 	switch fl.Value.(type) {
-	case *durationValue:
+	case *parsedFlag[time.Duration]:
 		return "DURATION"
-	case *sizeValue:
+	case *parsedFlag[int64]:
 		return "SIZE"
 	}
 	name, _ := flag.UnquoteUsage(fl)

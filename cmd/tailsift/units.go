@@ -114,61 +114,45 @@ func formatDuration(d time.Duration) string {
 	return s
 }
 
-// durationValue is a flag taking parseDuration's syntax. It keeps the text
-// as written, so messages echo "30d" rather than "720h0m0s".
-type durationValue struct {
-	d    time.Duration
-	text string
+// parsedFlag is a flag whose text parse turns into a T when it is set. It
+// keeps the text as written, so messages echo "30d" rather than
+// "720h0m0s".
+type parsedFlag[T any] struct {
+	v     T
+	text  string
+	parse func(string) (T, error)
 }
 
-func (v *durationValue) Set(s string) error {
-	d, err := parseDuration(s)
+func (f *parsedFlag[T]) Set(s string) error {
+	v, err := f.parse(s)
 	if err != nil {
 		return err
 	}
-	v.d, v.text = d, s
+	f.v, f.text = v, s
 	return nil
 }
 
-func (v *durationValue) String() string { return v.text }
+func (f *parsedFlag[T]) String() string { return f.text }
 
-// durationFlag defines a duration flag on fs; def is in the flag's syntax.
-func durationFlag(fs *flag.FlagSet, name, def, usage string) *durationValue {
-	v := &durationValue{}
+// defineFlag defines a flag parsed by parse on fs; def is in the flag's
+// syntax.
+func defineFlag[T any](fs *flag.FlagSet, name, def, usage string, parse func(string) (T, error)) *parsedFlag[T] {
+	f := &parsedFlag[T]{parse: parse}
 	if def != "" {
-		if err := v.Set(def); err != nil {
+		if err := f.Set(def); err != nil {
 			panic("BUG: default of --" + name + ": " + err.Error())
 		}
 	}
-	fs.Var(v, name, usage)
-	return v
+	fs.Var(f, name, usage)
+	return f
 }
 
-// sizeValue is a flag taking parseSize's syntax, kept as written.
-type sizeValue struct {
-	n    int64
-	text string
+// durationFlag defines a flag taking parseDuration's syntax.
+func durationFlag(fs *flag.FlagSet, name, def, usage string) *parsedFlag[time.Duration] {
+	return defineFlag(fs, name, def, usage, parseDuration)
 }
 
-func (v *sizeValue) Set(s string) error {
-	n, err := parseSize(s)
-	if err != nil {
-		return err
-	}
-	v.n, v.text = n, s
-	return nil
-}
-
-func (v *sizeValue) String() string { return v.text }
-
-// sizeFlag defines a size flag on fs; def is in the flag's syntax.
-func sizeFlag(fs *flag.FlagSet, name, def, usage string) *sizeValue {
-	v := &sizeValue{}
-	if def != "" {
-		if err := v.Set(def); err != nil {
-			panic("BUG: default of --" + name + ": " + err.Error())
-		}
-	}
-	fs.Var(v, name, usage)
-	return v
+// sizeFlag defines a flag taking parseSize's syntax.
+func sizeFlag(fs *flag.FlagSet, name, def, usage string) *parsedFlag[int64] {
+	return defineFlag(fs, name, def, usage, parseSize)
 }
