@@ -58,6 +58,8 @@ func TestHelpOnStdout(t *testing.T) {
 		{[]string{"trace", "-h"}, []string{"usage: tailsift trace <trace-id> [flags]", "--since DURATION"}},
 		{[]string{"compact", "-h"}, []string{"--target-size SIZE  (default: 512MB)", "--older-than DURATION  (default: 2h)"}},
 		{[]string{"broker", "--help"}, []string{"--max-message-bytes SIZE  (default: 16MiB)"}},
+		{[]string{"config", "--help"}, []string{"usage: tailsift config check FILE"}},
+		{[]string{"version", "--help"}, []string{"usage: tailsift version [flags]"}},
 	}
 	for _, tc := range tests {
 		code, out, errOut := runCLI(t, tc.args...)
@@ -255,8 +257,14 @@ func TestArchiveToolsOnDuplicates(t *testing.T) {
 		t.Errorf("%d files in the directory, the summary says %s", got, want)
 	}
 
-	// Archive one file twice, as at-least-once delivery can.
+	// Archive one file twice, as at-least-once delivery can. The files
+	// go into one partition, should the demo have run across an hour.
 	files = parquetFiles(t, dir)
+	for _, f := range files[1:] {
+		if err := os.Rename(f, filepath.Join(filepath.Dir(files[0]), filepath.Base(f))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	data, err := os.ReadFile(files[0])
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,10 @@ import (
 // the way `run` would, and print the effective configuration with secrets
 // masked.
 func cmdConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fmt.Fprintln(stdout, "usage: tailsift config check FILE\n\nLoads FILE, the TAILSIFT_* environment and the defaults as run does, validates\nthem, and prints the effective configuration with secrets masked.")
+		return nil
+	}
 	if len(args) != 2 || args[0] != "check" {
 		fmt.Fprintln(stderr, "usage: tailsift config check FILE")
 		return errUsage
