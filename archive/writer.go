@@ -334,6 +334,9 @@ func (w *Writer) openIn(dir, part string) (*openFile, error) {
 }
 
 // writerOptions are the Parquet writer settings of every archive file.
+// footerVersion and footerBuild name this build in every file's created_by.
+var footerVersion, footerBuild = buildinfo.Get().Footer()
+
 func writerOptions() []parquet.WriterOption {
 	opts := []parquet.WriterOption{
 		rowSchema,
@@ -350,7 +353,7 @@ func writerOptions() []parquet.WriterOption {
 		parquet.PageBufferSize(128 << 10),
 		// Keep whole trace IDs as page bounds: truncated ones prune less.
 		parquet.ColumnIndexSizeLimit(func(path []string) int { return 64 }),
-		parquet.CreatedBy("tailsift", buildinfo.Get().Version, buildinfo.Get().ShortRevision()),
+		parquet.CreatedBy("tailsift", footerVersion, footerBuild),
 		parquet.KeyValueMetadata("tailsift.schema", "1"),
 	}
 	// Bounds of attribute keys and values, random IDs and free text prune

@@ -240,7 +240,7 @@ func TestArchiveToolsOnDuplicates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cb := pf.Metadata().CreatedBy; !strings.HasPrefix(cb, "tailsift version (devel)") {
+	if cb := pf.Metadata().CreatedBy; !strings.HasPrefix(cb, "tailsift version devel") {
 		t.Errorf("created_by %q", cb)
 	}
 	f.Close()

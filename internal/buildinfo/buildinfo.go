@@ -72,6 +72,26 @@ func (i Info) ShortRevision() string {
 	return r
 }
 
+// Footer returns the version and build to write into a Parquet file's
+// created_by ("tailsift version V(build B)"), reduced to letters, digits,
+// dots and dashes. Readers parse that field to recognise writers and their
+// known bugs; with the version of a build from a clone, "(devel)", files of
+// a three-node cluster read back with rows missing
+// (TestClusterKeepsTracesWhole).
+func (i Info) Footer() (version, build string) {
+	return footerToken(i.Version), footerToken(i.ShortRevision())
+}
+
+func footerToken(s string) string {
+	return strings.Trim(strings.Map(func(r rune) rune {
+		switch {
+		case r >= '0' && r <= '9', r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '.', r == '-':
+			return r
+		}
+		return '-'
+	}, s), "-")
+}
+
 // String is the one line `tailsift version` prints.
 func (i Info) String() string {
 	var b strings.Builder
