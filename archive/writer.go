@@ -17,6 +17,7 @@ import (
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/compress/zstd"
+	"github.com/tailsift/tailsift/internal/buildinfo"
 	"github.com/tailsift/tailsift/sampler"
 )
 
@@ -341,6 +342,9 @@ func (w *Writer) openIn(dir, part string) (*openFile, error) {
 }
 
 // writerOptions are the Parquet writer settings of every archive file.
+// footerVersion and footerBuild name this build in every file's created_by.
+var footerVersion, footerBuild = buildinfo.Get().Footer()
+
 func writerOptions() []parquet.WriterOption {
 	opts := []parquet.WriterOption{
 		rowSchema,
@@ -357,7 +361,7 @@ func writerOptions() []parquet.WriterOption {
 		parquet.PageBufferSize(128 << 10),
 		// Keep whole trace IDs as page bounds: truncated ones prune less.
 		parquet.ColumnIndexSizeLimit(func(path []string) int { return 64 }),
-		parquet.CreatedBy("tailsift", "1", ""),
+		parquet.CreatedBy("tailsift", footerVersion, footerBuild),
 		parquet.KeyValueMetadata("tailsift.schema", "1"),
 	}
 	// Bounds of attribute keys and values, random IDs and free text prune
@@ -532,7 +536,7 @@ func (w *Writer) close(f *openFile) error {
 	w.m.spans.Add(float64(f.spans))
 	w.m.bytes.Add(float64(size))
 	w.m.lastFile.SetToCurrentTime()
-	w.log.Debug("archive file written", "path", f.path, "spans", f.spans, "bytes", size)
+	w.log.Info("archive file written", "path", f.path, "spans", f.spans, "bytes", size)
 	for _, p := range f.pending {
 		p.Done()
 	}

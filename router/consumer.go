@@ -542,6 +542,11 @@ func (c *Consumer) updateGauges() {
 	lag := map[int32]float64{}
 	for part, n := range c.wm.Lag() {
 		lag[part] = float64(n)
+		// An assigned partition with nothing unsettled shows zeros,
+		// not no data.
+		if _, ok := records[part]; !ok {
+			records[part], age[part] = 0, 0
+		}
 	}
 	setPartitions(c.m.unsettledRecords, &c.gauged.records, records)
 	setPartitions(c.m.unsettledAge, &c.gauged.age, age)
@@ -661,6 +666,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, k := range []string{badTraceID, badSpanID} {
 		m.invalidSpans.WithLabelValues(k)
+	}
+	for _, r := range []string{"unsettled", "memory"} {
+		m.throttled.WithLabelValues(r)
+	}
+	for _, k := range skewKinds {
+		m.skewedSpans.WithLabelValues(k)
 	}
 	if reg != nil {
 		reg.MustRegister(m.records, m.bytes, m.spans, m.malformed, m.invalidSpans, m.fetchErrors,

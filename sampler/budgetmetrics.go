@@ -12,7 +12,8 @@ type BudgetCollector struct {
 }
 
 // NewBudgetCollector returns a collector for the cap current returns, if
-// the policy is a *Budget; with any other policy it exports nothing.
+// the policy is a *Budget; with any other policy it exports the cap's
+// series as they read without a cap.
 func NewBudgetCollector(current func() Policy) *BudgetCollector {
 	class := []string{"class"}
 	return &BudgetCollector{
@@ -45,6 +46,18 @@ func (c *BudgetCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *BudgetCollector) Collect(ch chan<- prometheus.Metric) {
 	b, ok := c.current().(*Budget)
 	if !ok {
+		// No cap: its series are exported all the same, so the
+		// dashboard's budget panels show "no cap" (a rate of 0, nothing
+		// kept or dropped by it, every kept trace let through) rather
+		// than no data, and start from zero when a reload adds a cap.
+		ch <- prometheus.MustNewConstMetric(c.spansRate, prometheus.GaugeValue, 0)
+		for cl := range numClasses {
+			name := classNames[cl]
+			ch <- prometheus.MustNewConstMetric(c.prob, prometheus.GaugeValue, 1, name)
+			for _, d := range []*prometheus.Desc{c.keptSpans, c.keptTraces, c.dropped, c.bucketDrops} {
+				ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, 0, name)
+			}
+		}
 		return
 	}
 	st := b.Stats()

@@ -57,8 +57,18 @@ tailsift_sampler_budget_spans_per_second 1000
 	}
 
 	current = testChain(t) // a reload to a policy without a cap
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 0 {
-		t.Errorf("without a cap: %d series exported (err %v), want none", n, err)
+	const noCap = `
+# HELP tailsift_sampler_budget_spans_per_second This node's share of the cluster's cost cap, in kept spans per second.
+# TYPE tailsift_sampler_budget_spans_per_second gauge
+tailsift_sampler_budget_spans_per_second 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(noCap), "tailsift_sampler_budget_spans_per_second"); err != nil {
+		t.Errorf("without a cap: %v", err)
+	}
+	for _, c := range classNames {
+		if p, k := seriesValue(t, reg, "tailsift_sampler_budget_keep_probability", c), seriesValue(t, reg, "tailsift_sampler_budget_kept_spans_total", c); p != 1 || k != 0 {
+			t.Errorf("without a cap, class %s: keep probability %v, kept spans %v; want 1 and 0", c, p, k)
+		}
 	}
 }
 

@@ -174,7 +174,10 @@ func New(cfg Config, p Policy, out chan<- *Kept, m *Metrics, clock Clock) *Sampl
 
 // SetPolicy swaps the policy used for traces decided from now on. Safe to
 // call at any time; this is how a configuration reload takes effect.
-func (s *Sampler) SetPolicy(p Policy) { s.pol.Store(&policyBox{p}) }
+func (s *Sampler) SetPolicy(p Policy) {
+	s.m.StartAtZero(p)
+	s.pol.Store(&policyBox{p})
+}
 
 func (s *Sampler) policy() Policy { return s.pol.Load().p }
 
@@ -536,6 +539,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		overlimitLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_sampler_overlimit_spans_lost_total",
 			Help: "Spans of kept traces that are not archived: dropped with the trace's first pieces, at max_spans_per_trace, before a later piece kept it."}),
+	}
+	// Known label values start at zero, so dashboards see a flat line,
+	// not "no data", until the first event; see also StartAtZero.
+	for _, c := range []string{causeQuiet, causeMaxWait, causeSpans, causeMemory, causeShutdown} {
+		m.completed.WithLabelValues(c)
+	}
+	for _, d := range []string{"keep", "drop"} {
+		m.lateSpans.WithLabelValues(d)
 	}
 	if reg != nil {
 		reg.MustRegister(m.spansBuffered, m.bytesBuffered, m.tracesBuffered, m.completed, m.decided,

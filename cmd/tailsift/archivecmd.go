@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
+	"path"
 	"strings"
 	"time"
 
@@ -24,8 +24,8 @@ type archiveFlags struct {
 
 func addArchiveFlags(fs *flag.FlagSet) archiveFlags {
 	return archiveFlags{
-		url:       fs.String("archive", "", "archive URL: file:///path or s3://bucket/prefix (required)"),
-		endpoint:  fs.String("s3-endpoint", "", "S3 endpoint override, for S3-compatible servers"),
+		url:       fs.String("archive", "", "archive `URL`: file:///path or s3://bucket/prefix (required)"),
+		endpoint:  fs.String("s3-endpoint", "", "S3 endpoint `URL` override, for S3-compatible servers"),
 		region:    fs.String("s3-region", "", "S3 region"),
 		pathStyle: fs.Bool("s3-path-style", false, "address the bucket in the path (MinIO, versitygw)"),
 	}
@@ -38,59 +38,23 @@ func (a archiveFlags) open(ctx context.Context) (archive.Store, error) {
 	return archive.OpenStore(ctx, *a.url, archive.S3Config{Endpoint: *a.endpoint, Region: *a.region, PathStyle: *a.pathStyle})
 }
 
-// parseAge parses a duration that may be given in days: "30d", "36h", "90m".
-func parseAge(s string) (time.Duration, error) {
-	if d, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.ParseFloat(d, 64)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("%q is not a duration (e.g. 30d, 36h)", s)
-		}
-		return time.Duration(n * float64(24*time.Hour)), nil
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil || v < 0 {
-		return 0, fmt.Errorf("%q is not a duration (e.g. 30d, 36h)", s)
-	}
-	return v, nil
-}
-
-// parseDecimalSize parses sizes as storage is billed: 500GB, 2TB, 750MB,
-// and the binary forms parseSize takes.
-func parseDecimalSize(s string) (int64, error) {
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"kB", 1e3}, {"KB", 1e3}} {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok && !strings.HasSuffix(v, "i") {
-			n, err := strconv.ParseFloat(v, 64)
-			if err != nil || n < 0 {
-				return 0, fmt.Errorf("%q is not a size (e.g. 500GB, 2TB)", s)
-			}
-			return int64(n * float64(u.mult)), nil
-		}
-	}
-	return parseSize(s)
-}
-
 func cmdTrace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("trace", stderr)
+	fs := newCommandFlags("trace", "<trace-id>", stderr)
 	af := addArchiveFlags(fs)
-	since := fs.String("since", "", "only search partitions of the last DUR (e.g. 6h, 7d); default: the whole archive")
+	since := durationFlag(fs, "since", "", "only search partitions of the last this long (e.g. 6h, 7d); default: the whole archive")
 	// Accept the trace ID before or after the flags.
 	var id string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		id, args = args[0], args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
 	}
 	if id == "" && fs.NArg() == 1 {
 		id = fs.Arg(0)
 	} else if fs.NArg() > 0 || id == "" {
-		fmt.Fprintln(stderr, "usage: tailsift trace <trace-id> --archive URL [--since DUR]")
+		fmt.Fprintln(stderr, "usage: tailsift trace <trace-id> --archive URL [--since DURATION]")
+		printHint(fs)
 		return errUsage
 	}
 	id, err := archive.ParseTraceID(id)
@@ -98,13 +62,9 @@ func cmdTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	var prefixes []string
-	if *since != "" {
-		d, err := parseAge(*since)
-		if err != nil {
-			return fmt.Errorf("--since: %w", err)
-		}
+	if since.v > 0 {
 		now := time.Now()
-		prefixes = archive.PartitionPrefixes(now.Add(-d), now)
+		prefixes = archive.PartitionPrefixes(now.Add(-since.v), now)
 	}
 	st, err := af.open(ctx)
 	if err != nil {
@@ -116,10 +76,14 @@ func cmdTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	took := time.Since(start)
+	rows, dups := uniqueSpans(rows)
 	if len(rows) == 0 {
 		fmt.Fprintf(stdout, "trace %s not found\n", id)
 	} else {
 		printTrace(stdout, rows)
+	}
+	if dups > 0 {
+		fmt.Fprintf(stdout, "\n%d duplicate spans not shown: Kafka delivers at least once, so a span re-read after a restart or rebalance can be archived twice (tailsift compact removes them)\n", dups)
 	}
 	fmt.Fprintf(stdout, "\nsearched %d files, opened %d, read %d of %d row groups (%d trace ids) in %v\n",
 		stats.Files, stats.FilesOpened, stats.RowGroupsRead, stats.RowGroups, stats.Rows, took.Round(time.Millisecond))
@@ -127,6 +91,22 @@ func cmdTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New("trace not found")
 	}
 	return nil
+}
+
+// uniqueSpans keeps the first row of each span ID, in order, and counts
+// the others.
+func uniqueSpans(rows []archive.Row) (unique []archive.Row, dups int) {
+	seen := make(map[string]bool, len(rows))
+	unique = rows[:0:0]
+	for _, r := range rows {
+		if seen[r.SpanID] {
+			dups++
+			continue
+		}
+		seen[r.SpanID] = true
+		unique = append(unique, r)
+	}
+	return unique, dups
 }
 
 // printTrace prints a trace as a tree of spans with their durations.
@@ -184,25 +164,13 @@ func printTrace(w io.Writer, rows []archive.Row) {
 func cmdRetention(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("retention", stderr)
 	af := addArchiveFlags(fs)
-	maxAge := fs.String("max-age", "", "delete partitions whose hour ended longer ago than this (e.g. 30d)")
-	maxBytes := fs.String("max-bytes", "", "delete the oldest partitions until the archive is at most this big (e.g. 500GB)")
+	maxAge := durationFlag(fs, "max-age", "", "delete partitions whose hour ended longer ago than this (e.g. 30d)")
+	maxBytes := sizeFlag(fs, "max-bytes", "", "delete the oldest partitions until the archive is at most this big (e.g. 500GB)")
 	dryRun := fs.Bool("dry-run", false, "print what would be deleted, delete nothing")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	var age time.Duration
-	var size int64
-	var err error
-	if *maxAge != "" {
-		if age, err = parseAge(*maxAge); err != nil {
-			return fmt.Errorf("--max-age: %w", err)
-		}
-	}
-	if *maxBytes != "" {
-		if size, err = parseDecimalSize(*maxBytes); err != nil {
-			return fmt.Errorf("--max-bytes: %w", err)
-		}
-	}
+	age, size := maxAge.v, maxBytes.v
 	if age == 0 && size == 0 {
 		return errors.New("give --max-age, --max-bytes or both")
 	}
@@ -215,19 +183,27 @@ func cmdRetention(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	plan := archive.PlanRetention(parts, age, size, time.Now())
+	// Say why in the user's own words: "older than 30d", not 720h0m0s.
+	why := func(i int) string {
+		switch w := plan.DeleteWhy[i]; {
+		case strings.HasPrefix(w, "older than "):
+			return "older than " + maxAge.text
+		case strings.HasPrefix(w, "archive over "):
+			return "archive over " + maxBytes.text
+		default:
+			return w
+		}
+	}
 	verb := "deleted"
 	if *dryRun {
 		verb = "would delete"
-	}
-	for i, p := range plan.Delete {
-		if *dryRun {
-			fmt.Fprintf(stdout, "%s %s (%d files, %s): %s\n", verb, p.Prefix, len(p.Keys), archive.FormatBytes(p.Bytes), plan.DeleteWhy[i])
+		for i, p := range plan.Delete {
+			fmt.Fprintf(stdout, "%s %s (%d files, %s): %s\n", verb, p.Prefix, len(p.Keys), archive.FormatBytes(p.Bytes), why(i))
 		}
-	}
-	if !*dryRun {
+	} else {
 		i := 0
 		err = plan.Apply(ctx, st, func(p archive.Partition) {
-			fmt.Fprintf(stdout, "%s %s (%d files, %s): %s\n", verb, p.Prefix, len(p.Keys), archive.FormatBytes(p.Bytes), plan.DeleteWhy[i])
+			fmt.Fprintf(stdout, "%s %s (%d files, %s): %s\n", verb, p.Prefix, len(p.Keys), archive.FormatBytes(p.Bytes), why(i))
 			i++
 		})
 		if err != nil {
@@ -245,19 +221,15 @@ func cmdRetention(ctx context.Context, args []string, stdout, stderr io.Writer) 
 func cmdCompact(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("compact", stderr)
 	af := addArchiveFlags(fs)
-	olderThan := fs.String("older-than", "2h", "only partitions whose hour ended longer ago than this (writers are done with them)")
-	target := fs.String("target-size", "512MB", "size of the compacted files")
+	olderThan := durationFlag(fs, "older-than", "2h", "only partitions whose hour ended longer ago than this (writers are done with them)")
+	target := sizeFlag(fs, "target-size", "512MB", "size of the compacted files")
 	dryRun := fs.Bool("dry-run", false, "print what would be compacted, change nothing")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	age, err := parseAge(*olderThan)
-	if err != nil {
-		return fmt.Errorf("--older-than: %w", err)
-	}
-	size, err := parseDecimalSize(*target)
-	if err != nil || size < 1<<20 {
-		return fmt.Errorf("--target-size: must be at least 1MiB, got %q", *target)
+	age, size := olderThan.v, target.v
+	if size < 1<<20 {
+		return fmt.Errorf("--target-size: must be at least 1MiB, got %q", target.text)
 	}
 	st, err := af.open(ctx)
 	if err != nil {
@@ -269,12 +241,18 @@ func cmdCompact(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	host, _ := os.Hostname()
 	cutoff := time.Now().Add(-age)
-	done := 0
+	// The dry run and the real run decide alike: a partition is skipped
+	// before any work for the same reasons, and Compact may skip one more
+	// only if its files changed in between.
+	var done, skipped int
 	for _, p := range parts {
-		if p.Hour.Add(time.Hour).After(cutoff) {
+		if why := compactSkip(p, cutoff, olderThan.text); why != "" {
+			skipped++
+			fmt.Fprintf(stdout, "skipped %s (%d files, %s): %s\n", p.Prefix, len(p.Keys), archive.FormatBytes(p.Bytes), why)
 			continue
 		}
 		if *dryRun {
+			done++
 			fmt.Fprintf(stdout, "would compact %s (%d files, %s)\n", p.Prefix, len(p.Keys), archive.FormatBytes(p.Bytes))
 			continue
 		}
@@ -283,6 +261,8 @@ func cmdCompact(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("compacting %s: %w", p.Prefix, err)
 		}
 		if res.Skipped != "" {
+			skipped++
+			fmt.Fprintf(stdout, "skipped %s: %s\n", p.Prefix, res.Skipped)
 			continue
 		}
 		done++
@@ -290,8 +270,33 @@ func cmdCompact(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			p.Prefix, res.FilesBefore, archive.FormatBytes(res.BytesBefore), res.FilesAfter,
 			archive.FormatBytes(res.BytesAfter), res.Rows, res.Duplicates)
 	}
-	if !*dryRun {
-		fmt.Fprintf(stdout, "compacted %d partitions in %s\n", done, st)
+	verb := "compacted"
+	if *dryRun {
+		verb = "would compact"
 	}
+	fmt.Fprintf(stdout, "%s %d of %d partitions in %s; %d skipped\n", verb, done, len(parts), st, skipped)
 	return nil
+}
+
+// compactSkip says why compact leaves partition p alone, or "" if it
+// compacts it: an hour that ended after cutoff may still get files from
+// running nodes; a partition of one compacted file has nothing to merge.
+func compactSkip(p archive.Partition, cutoff time.Time, olderThan string) string {
+	if end := p.Hour.Add(time.Hour); end.After(cutoff) {
+		return fmt.Sprintf("its hour ends %s, less than --older-than %s ago (nodes may still write to it)",
+			end.UTC().Format("2006-01-02 15:04 UTC"), olderThan)
+	}
+	var data []string
+	for _, k := range p.Keys {
+		if strings.HasSuffix(k, ".parquet") {
+			data = append(data, k)
+		}
+	}
+	if len(data) == 0 {
+		return "no Parquet files"
+	}
+	if len(data) == 1 && strings.HasPrefix(path.Base(data[0]), "part-compact-") {
+		return "already compact (one compacted file)"
+	}
+	return ""
 }

@@ -19,14 +19,15 @@ import (
 )
 
 // clusterProc runs a cluster node in a child process; join is a gossip
-// address of a running member ("" for the first).
-func clusterProc(t *testing.T, brokers, dir, name, gossip, join string) *exec.Cmd {
+// address of a running member ("" for the first); extra flags come last
+// and win over the ones set here.
+func clusterProc(t *testing.T, brokers, dir, name, gossip, join string, extra ...string) *exec.Cmd {
 	t.Helper()
 	args := clusterArgs(t, brokers, dir, name, gossip, freeAddr(t), freeAddr(t), "--cluster-secret-key-file", testClusterKey(t, dir))
 	if join != "" {
 		args = append(args, "--join", join)
 	}
-	cmd := tailsiftCmd(args...)
+	cmd := tailsiftCmd(append(args, extra...)...)
 	cmd.Stderr = testLogWriter{t}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"reflect"
@@ -43,6 +44,11 @@ type Config struct {
 	Policies     yaml.Node `yaml:"policies"`
 	HeadSampling yaml.Node `yaml:"head_sampling"`
 	Budget       yaml.Node `yaml:"budget"`
+
+	// brokersDefaulted is set by loadConfig when no file, variable or flag
+	// named the brokers: a node would join its group on whatever listens
+	// at the default address, so it warns.
+	brokersDefaulted bool
 }
 
 // RuntimeConfig tunes the Go runtime of a node process (run, demo), at
@@ -245,6 +251,85 @@ func registerConfigFlags(fs *flag.FlagSet) {
 		key := flagAliases[alias]
 		fs.Var(&textFlag{isBool: isBool[key]}, alias, "same as --"+configKey{key: key}.flag())
 	}
+	setHelp(fs, func(w io.Writer) { configHelp(w, fs) })
+}
+
+// configHelp prints the help of a command taking the configuration flags:
+// its own flags, then every key by section in the order of the file, with
+// its default, then the short forms.
+func configHelp(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, "\nEvery key below is a flag, an environment variable and a key of the --config file;\n"+
+		"a flag wins over the environment, which wins over the file. Sizes take kB MB GB TB\n"+
+		"(powers of 1000) or KiB MiB GiB TiB (powers of 1024): 4GB, 512MiB. Durations:\n"+
+		"500ms, 3s, 1m, 36h, 30d (days of 24h).\n")
+	own := false
+	fs.VisitAll(func(f *flag.Flag) {
+		if _, ok := f.Value.(*textFlag); !ok {
+			if !own {
+				fmt.Fprintln(w, "\ncommand:")
+				own = true
+			}
+			printFlag(w, f.Name, flagValueName(f), f.Usage, f.DefValue)
+		}
+	})
+	def := defaultConfig()
+	section := "-"
+	for _, k := range configKeys() {
+		if k.secret {
+			continue
+		}
+		sec := "general"
+		if i := strings.LastIndexByte(k.key, '.'); i > 0 {
+			sec = k.key[:i]
+		}
+		if sec != section {
+			fmt.Fprintf(w, "\n%s:\n", sec)
+			section = sec
+		}
+		value, shown := describeValue(k.key, keyValue(&def, k.key))
+		if strings.Contains(k.help, "(default") {
+			shown = ""
+		}
+		printFlag(w, k.flag(), value, k.help+" ["+k.key+", "+k.env()+"]", shown)
+	}
+	fmt.Fprintln(w, "\nshort forms:")
+	for _, alias := range slices.Sorted(maps.Keys(flagAliases)) {
+		fmt.Fprintf(w, "  --%s = --%s\n", alias, configKey{key: flagAliases[alias]}.flag())
+	}
+}
+
+// keyValue is the field of cfg at the YAML key path.
+func keyValue(cfg *Config, key string) reflect.Value {
+	v := reflect.ValueOf(cfg).Elem()
+	for _, part := range strings.Split(key, ".") {
+		v, _ = fieldByYAML(v, part)
+	}
+	return v
+}
+
+// describeValue names the kind of value a key takes and writes v, its
+// default, the way it would be written in a flag ("" for none).
+func describeValue(key string, v reflect.Value) (kind, shown string) {
+	switch x := v.Interface().(type) {
+	case time.Duration:
+		return "DURATION", formatDuration(x)
+	case bool:
+		return "", strconv.FormatBool(x)
+	case []string:
+		return "LIST", strings.Join(x, ",")
+	case string:
+		return "TEXT", x
+	case int, int64:
+		n := v.Int()
+		if strings.HasSuffix(key, "_bytes") {
+			if n == 0 {
+				return "SIZE", "0"
+			}
+			return "SIZE", formatSize(n)
+		}
+		return "NUMBER", strconv.FormatInt(n, 10)
+	}
+	return "VALUE", fmt.Sprint(v.Interface())
 }
 
 // joinBoolValues lets boolean flags be followed by their value as a
@@ -322,7 +407,24 @@ func loadConfig(fs *flag.FlagSet, file string, env func(string) string) (Config,
 	if err := errors.Join(errs...); err != nil {
 		return cfg, oneLine(err)
 	}
+	cfg.brokersDefaulted = slices.Equal(cfg.Kafka.Brokers, defaultConfig().Kafka.Brokers) && !brokersNamed(fs, file, env)
 	return cfg, nil
+}
+
+// brokersNamed reports whether a flag, the environment or the file named
+// the Kafka brokers, even as the default address.
+func brokersNamed(fs *flag.FlagSet, file string, env func(string) string) bool {
+	named := env("TAILSIFT_KAFKA_BROKERS") != ""
+	fs.Visit(func(f *flag.Flag) { named = named || f.Name == "brokers" || f.Name == "kafka-brokers" })
+	if data, err := os.ReadFile(file); err == nil && !named {
+		var doc struct {
+			Kafka struct {
+				Brokers yaml.Node `yaml:"brokers"`
+			} `yaml:"kafka"`
+		}
+		named = yaml.Unmarshal(data, &doc) == nil && doc.Kafka.Brokers.Kind != 0
+	}
+	return named
 }
 
 // decodeConfig decodes a YAML document over cfg. Every error names the key
@@ -422,9 +524,9 @@ func setValue(v reflect.Value, value string) error {
 		}
 		v.Set(reflect.ValueOf(list))
 	case time.Duration:
-		d, err := time.ParseDuration(value)
+		d, err := parseDuration(value)
 		if err != nil {
-			return fmt.Errorf("must be a duration like 500ms, 3s or 1m, got %q", value)
+			return err
 		}
 		v.SetInt(int64(d))
 	case int, int64:
@@ -443,23 +545,4 @@ func setValue(v reflect.Value, value string) error {
 		return fmt.Errorf("BUG: config value of unsupported type %s", v.Type())
 	}
 	return nil
-}
-
-// parseSize reads an integer with an optional binary unit (KiB, MiB, GiB).
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}} {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.ReplaceAll(strings.TrimSpace(s), "_", ""), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("must be a whole number (optionally with KiB, MiB, GiB), got %q", s)
-	}
-	return n * mult, nil
 }

@@ -43,14 +43,6 @@ func configTable() string {
 	return b.String()
 }
 
-func keyValue(cfg *Config, key string) reflect.Value {
-	v := reflect.ValueOf(cfg).Elem()
-	for _, part := range strings.Split(key, ".") {
-		v, _ = fieldByYAML(v, part)
-	}
-	return v
-}
-
 func docUnit(k configKey) string {
 	switch {
 	case k.typ == reflect.TypeOf(time.Duration(0)):
@@ -213,21 +205,21 @@ func TestEveryKeyByFlagAndEnv(t *testing.T) {
 	}
 }
 
-// readmeConfig returns the example configuration of README.md.
-func readmeConfig(t *testing.T) string {
+// readmeYAML returns the first YAML block of the README section under heading.
+func readmeYAML(t *testing.T, heading string) string {
 	t.Helper()
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(readme), "### Configuration file")
+	_, rest, ok := strings.Cut(string(readme), "\n"+heading+"\n")
 	if !ok {
-		t.Fatal("README.md has no configuration file section")
+		t.Fatalf("README.md has no section %q", heading)
 	}
 	_, rest, _ = strings.Cut(rest, "```yaml\n")
 	doc, _, ok := strings.Cut(rest, "```")
 	if !ok {
-		t.Fatal("no yaml block in the README's configuration file section")
+		t.Fatalf("no yaml block in the README's section %q", heading)
 	}
 	return doc
 }
@@ -235,7 +227,7 @@ func readmeConfig(t *testing.T) string {
 // TestConfigCheckREADME runs `tailsift config check` on the README's
 // example, as is and broken.
 func TestConfigCheckREADME(t *testing.T) {
-	example := readmeConfig(t)
+	example := readmeYAML(t, "### Configuration file")
 	dir := t.TempDir()
 	file := writeFile(t, dir, "tailsift.yaml", []byte(example))
 	t.Setenv("TAILSIFT_KAFKA_SASL_PASSWORD", "s3cret-from-env")

@@ -73,28 +73,7 @@ func nodeMetricNames(t *testing.T) map[string]bool {
 // queries is one a node registers, so a renamed metric cannot leave a panel
 // silently empty.
 func TestDashboardMetricsExist(t *testing.T) {
-	data, err := os.ReadFile("../../deploy/grafana/tailsift.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		Title  string `json:"title"`
-		Panels []struct {
-			Title   string `json:"title"`
-			Type    string `json:"type"`
-			Targets []struct {
-				Expr string `json:"expr"`
-			} `json:"targets"`
-		} `json:"panels"`
-		Templating struct {
-			List []struct {
-				Definition string `json:"definition"`
-			} `json:"list"`
-		} `json:"templating"`
-	}
-	if err := json.Unmarshal(data, &dash); err != nil {
-		t.Fatalf("dashboard is not valid JSON: %v", err)
-	}
+	dash := loadDashboard(t)
 	var exprs []string
 	for _, p := range dash.Panels {
 		if p.Type == "row" {
@@ -150,4 +129,34 @@ func TestDashboardMetricsExist(t *testing.T) {
 	}
 	slices.Sort(unused)
 	t.Logf("%d panels, %d metrics queried; tailsift metrics not on the dashboard: %v", len(dash.Panels), len(used), unused)
+}
+
+// grafanaDashboard is what the tests read of deploy/grafana/tailsift.json.
+type grafanaDashboard struct {
+	Title  string `json:"title"`
+	Panels []struct {
+		Title   string `json:"title"`
+		Type    string `json:"type"`
+		Targets []struct {
+			Expr string `json:"expr"`
+		} `json:"targets"`
+	} `json:"panels"`
+	Templating struct {
+		List []struct {
+			Definition string `json:"definition"`
+		} `json:"list"`
+	} `json:"templating"`
+}
+
+func loadDashboard(t *testing.T) grafanaDashboard {
+	t.Helper()
+	data, err := os.ReadFile("../../deploy/grafana/tailsift.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash grafanaDashboard
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("dashboard is not valid JSON: %v", err)
+	}
+	return dash
 }

@@ -36,6 +36,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if err := clearEarlierDemo(stdout, absDir); err != nil {
+		return err
+	}
 	start := time.Now()
 
 	const topic = "otlp_spans"
@@ -47,7 +50,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintf(stdout, "embedded Kafka broker on %s, topic %s (%d partitions)\n", b.Addr(), topic, *partitions)
 
 	cfg := defaultConfig()
-	cfg.NodeID = "demo"
+	cfg.NodeID = demoNode
 	cfg.HTTP.Addr = ""
 	cfg.Log.Level = *logLevel
 	cfg.Log.ProgressInterval = 0 // the demo prints its own live line
@@ -136,6 +139,44 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return demoSummary(stdout, n, truth, absDir, time.Since(start))
 }
 
+// demoNode names the demo's node, and so its archive files.
+const demoNode = "demo"
+
+// clearEarlierDemo removes the files an earlier demo wrote in dir, so that
+// the summary and the DuckDB query it prints count this run only, and says
+// so. Any other Parquet file there (a node's, a compacted one) is not the
+// demo's to delete: the demo refuses to mix with it.
+func clearEarlierDemo(w io.Writer, dir string) error {
+	var earlier, other []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".parquet") {
+			return err
+		}
+		if strings.HasPrefix(d.Name(), "part-"+demoNode+"-") {
+			earlier = append(earlier, path)
+		} else {
+			other = append(other, path)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if len(other) > 0 {
+		return fmt.Errorf("%s holds %d Parquet files the demo did not write (e.g. %s); give the demo a directory of its own with --dir",
+			dir, len(other), other[0])
+	}
+	for _, p := range earlier {
+		if err := os.Remove(p); err != nil {
+			return err
+		}
+	}
+	if len(earlier) > 0 {
+		fmt.Fprintf(w, "removed %d Parquet files of an earlier demo from %s: the counts below are this run's\n", len(earlier), dir)
+	}
+	return nil
+}
+
 // isTerminal reports whether w is a terminal, where a line can be redrawn.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
@@ -217,6 +258,15 @@ func gauge(reg *prometheus.Registry, name string) float64 {
 	var v float64
 	for _, m := range gather(reg, name) {
 		v += m.GetGauge().GetValue()
+	}
+	return v
+}
+
+// maxGauge is the largest value of a gauge's series, 0 without any.
+func maxGauge(reg *prometheus.Registry, name string) float64 {
+	var v float64
+	for _, m := range gather(reg, name) {
+		v = max(v, m.GetGauge().GetValue())
 	}
 	return v
 }

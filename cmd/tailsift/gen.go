@@ -14,7 +14,7 @@ import (
 
 func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("gen", stderr)
-	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
+	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, `host:port`, comma-separated")
 	topic := fs.String("topic", "otlp_spans", "topic to produce to")
 	traces := fs.Int("traces", 10_000, "traces to produce")
 	seed := fs.Int64("seed", 1, "random seed: the same seed produces the same traces")
@@ -24,7 +24,7 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	slowShare := fs.Float64("slow-share", 0.02, "share of traces whose root takes 3s or more")
 	perMsg := fs.Int("spans-per-message", 50, "spans per Kafka message")
 	encoding := fs.String("encoding", "otlp_proto", "message encoding: otlp_proto or otlp_json")
-	maxBatch := fs.String("max-batch-bytes", "1000000", "largest record batch to produce (the Collector's kafkaexporter and Kafka brokers default to about 1MB); a message larger than this is an error")
+	maxBatch := sizeFlag(fs, "max-batch-bytes", "1MB", "largest record batch to produce (the Collector's kafkaexporter and Kafka brokers default to about 1MB); a message larger than this is an error")
 	compression := fs.String("compression", "snappy", "record batch compression: none, gzip, snappy, lz4 or zstd (the Collector's kafkaexporter defaults to none)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -43,9 +43,9 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if !ok {
 		return fmt.Errorf("--compression: %q is not allowed (allowed: none, gzip, snappy, lz4, zstd)", *compression)
 	}
-	batchMax, err := parseSize(*maxBatch)
-	if err != nil || batchMax < 1024 || batchMax > 1<<30 {
-		return fmt.Errorf("--max-batch-bytes: must be a size from 1KiB to 1GiB, got %q", *maxBatch)
+	batchMax := maxBatch.v
+	if batchMax < 1024 || batchMax > 1<<30 {
+		return fmt.Errorf("--max-batch-bytes: must be a size from 1KiB to 1GiB, got %q", maxBatch.text)
 	}
 	// The generator reads a zero share as "default"; here 0 means none.
 	for _, share := range []*float64{errShare, slowShare} {

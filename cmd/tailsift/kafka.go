@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -84,6 +85,16 @@ func kafkaSecurityOpts(c KafkaConfig) ([]kgo.Opt, error) {
 		return nil, fmt.Errorf("kafka.sasl.mechanism: %q is not allowed (allowed: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)", c.SASL.Mechanism)
 	}
 	return opts, nil
+}
+
+// warnDefaultBrokers warns when the configuration left the brokers at the
+// default: the node then joins its consumer group on whatever broker listens
+// there, which is right for a demo broker and surprising anywhere else.
+func warnDefaultBrokers(cfg Config, log *slog.Logger) {
+	if cfg.brokersDefaulted {
+		log.Warn("no Kafka brokers configured; using the default "+strings.Join(cfg.Kafka.Brokers, ",")+
+			": set --brokers, TAILSIFT_KAFKA_BROKERS or kafka.brokers", "group", cfg.Kafka.Group, "topic", cfg.Kafka.Topic)
+	}
 }
 
 // explainKafkaErr returns advice naming the settings to check for errors

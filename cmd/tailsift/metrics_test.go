@@ -179,17 +179,25 @@ func TestMetricsAgreeWithInputAndArchive(t *testing.T) {
 	t.Logf("%d spans in %d traces produced; kept %v spans of %v traces in %d files", spans, traces, kept, keptTraces, len(parquet))
 
 	// The progress line, once a second, with a non-zero input rate.
-	var progress, busy int
+	var progress, busy, written int
 	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(l), &rec); err != nil {
 			t.Fatalf("log line is not JSON: %q", l)
 		}
+		if rec["msg"] == "archive file written" && rec["level"] == "INFO" {
+			if p, _ := rec["path"].(string); strings.HasSuffix(p, ".parquet") && rec["spans"].(float64) > 0 && rec["bytes"].(float64) > 0 {
+				written++
+			}
+		}
 		if rec["msg"] != "progress" {
 			continue
 		}
 		progress++
-		for _, k := range []string{"spans_in_per_s", "kept_spans_per_s", "buffered_traces", "lag_records"} {
+		if _, ok := rec["oldest_unsettled"].(string); !ok {
+			t.Fatalf("progress line's oldest_unsettled is not a duration text: %s", l)
+		}
+		for _, k := range []string{"spans_in_per_s", "kept_spans_per_s", "buffered_traces", "lag_records", "unsettled_records", "open_archive_files"} {
 			if _, ok := rec[k]; !ok {
 				t.Fatalf("progress line lacks %s: %s", k, l)
 			}
@@ -197,6 +205,9 @@ func TestMetricsAgreeWithInputAndArchive(t *testing.T) {
 		if v, _ := rec["spans_in_per_s"].(float64); v > 0 {
 			busy++
 		}
+	}
+	if float64(written) != files {
+		t.Errorf("%d archive files logged as written at info, /metrics counted %v", written, files)
 	}
 	if progress == 0 || busy == 0 {
 		t.Errorf("%d progress lines, %d with spans coming in; want some of each:\n%s", progress, busy, logs.String())

@@ -179,7 +179,10 @@ func newNodeMetrics(reg prometheus.Registerer) nodeMetrics {
 	// every membership change.
 	m.members.Set(1)
 	m.share.Set(1)
-	reg.MustRegister(m.reloads, m.members, m.share)
+	for _, r := range []string{"applied", "rejected"} {
+		m.reloads.WithLabelValues(r)
+	}
+	reg.MustRegister(m.reloads, m.members, m.share, buildInfoMetric())
 	return m
 }
 
@@ -351,6 +354,12 @@ func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
 		}
 		dispatch = n.cluster
 	}
+	if n.cluster == nil {
+		// A node alone forwards nothing; its forwarding series are
+		// exported at zero all the same, so the cluster panels of the
+		// dashboard read "nothing forwarded", not "no data".
+		router.NewRouteMetrics(reg)
+	}
 	p.kafka.Full = n.sampler.Full
 	if n.consumer, err = router.NewConsumer(p.kafka, dispatch, router.NewMetrics(reg)); err != nil {
 		return nil, err
@@ -427,6 +436,7 @@ func (n *node) routes() http.Handler {
 func (n *node) run(ctx context.Context) error {
 	n.log.Info("tailsift node starting", "node_id", n.cfg.NodeID, "brokers", strings.Join(n.cfg.Kafka.Brokers, ","),
 		"topic", n.cfg.Kafka.Topic, "group", n.cfg.Kafka.Group, "archive", n.cfg.Archive.URL, "http_addr", n.cfg.HTTP.Addr, "pprof", n.cfg.HTTP.PProf)
+	warnDefaultBrokers(n.cfg, n.log)
 	// The archive must outlive ctx: it drains what the sampler decided.
 	// It is cancelled only when the grace period runs out.
 	archCtx, archCancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -507,7 +517,7 @@ func newLogger(c LogConfig, w io.Writer) (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		return nil, fmt.Errorf("log.level: %q is not allowed (allowed: debug, info, warn, error)", c.Level)
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
 	// Warnings and errors repeated by retry loops (a peer or a broker
 	// down) are written at most ten times a minute per message.
 	const floodPeriod, floodBurst = time.Minute, 10
