@@ -338,12 +338,23 @@ func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
 		dispatch = n.cluster
 	}
 	p.kafka.Full = n.sampler.Full
+	// Before partitions move to another reader, what was decided from them
+	// is made durable: here, and on the peers spans were forwarded to.
+	p.kafka.Settle = func(ctx context.Context) {
+		if n.cluster != nil {
+			n.cluster.askSeal()
+		}
+		n.archive.Seal(ctx)
+	}
 	if n.consumer, err = router.NewConsumer(p.kafka, dispatch, router.NewMetrics(reg)); err != nil {
 		return nil, err
 	}
 	n.archive, err = archive.New(context.Background(), p.archive, archive.NewMetrics(reg))
 	if err != nil {
 		return nil, fmt.Errorf("archive.url %s: %w", cfg.Archive.URL, err)
+	}
+	if n.cluster != nil {
+		n.cluster.seal = n.archive.Seal
 	}
 	if cfg.HTTP.Addr != "" {
 		if n.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
