@@ -94,6 +94,13 @@ type Config struct {
 	// settled by then is read again by the partitions' next reader.
 	// Default a third of RebalanceTimeout, at most 20s.
 	RevokeWait time.Duration
+	// LeaveFirst makes a shutdown leave the group as soon as polling
+	// stops (after settling what it can, at most RevokeWait or a quarter
+	// of the grace period), rather than once the pipeline drained: in a
+	// cluster the other members then read this node's partitions on while
+	// it hands its traces over, where a partition nobody reads would hold
+	// every decision, and so the hand-over, back.
+	LeaveFirst bool
 	// ClientOpts are appended to the franz-go options (TLS, SASL, ...).
 	ClientOpts []kgo.Opt
 	Logger     *slog.Logger
@@ -185,8 +192,9 @@ type Consumer struct {
 	log     *throttledLog
 	gauged  struct{ records, age, lag map[int32]bool } // partitions each gauge shows; owned by updateGauges
 
-	records  atomic.Int64 // records polled, for progress reports
-	stopping atomic.Bool  // the poll loop has ended: revokes wait for nothing
+	records  atomic.Int64  // records polled, for progress reports
+	stopping atomic.Bool   // the poll loop has ended: revokes wait for nothing
+	left     chan struct{} // closed once this node reads no more (see Left)
 	reread   rereadLimits
 	assigned atomic.Int32 // partitions assigned now
 	lastErr  atomic.Pointer[kafkaErr]
@@ -209,7 +217,8 @@ func NewConsumer(cfg Config, out Dispatcher, m *Metrics) (*Consumer, error) {
 		return nil, err
 	}
 	c := &Consumer{cfg: cfg, scanner: sc, out: out, track: newTracker(cfg.Topic), wm: cfg.Watermarks, polled: make(map[int32]readPos), m: m,
-		log: newThrottledLog(cfg.Logger, time.Minute, 10)}
+		left: make(chan struct{}),
+		log:  newThrottledLog(cfg.Logger, time.Minute, 10)}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
@@ -271,6 +280,10 @@ func (c *Consumer) kafkaFailed(key, msg string, err error, args ...any) {
 	c.lastErr.Store(&kafkaErr{err: err, at: time.Now()})
 	c.log.Warn(key, msg, append(args, "err", err)...)
 }
+
+// Left is closed once the consumer reads no more: on shutdown, when
+// polling stopped and, with Config.LeaveFirst, the group was left.
+func (c *Consumer) Left() <-chan struct{} { return c.left }
 
 // Watermarks is how far in record time each partition has been read: the
 // clock the sampler decides by.
@@ -365,8 +378,12 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 			lastCommit = time.Now()
 		}
 	}
-	c.stopping.Store(true)
 	c.client.AllowRebalance()
+	if c.cfg.LeaveFirst {
+		c.leaveFirst(min(c.cfg.RevokeWait, grace/4))
+	}
+	c.stopping.Store(true)
+	close(c.left)
 
 	// Drain: let the archive finish what was decided, then commit it.
 	timer := time.NewTimer(grace)
@@ -385,10 +402,12 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 		}
 		cancel()
 	}
-	c.track.advance()
-	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c.commit(cctx)
+	if !c.cfg.LeaveFirst {
+		c.track.advance()
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.commit(cctx)
+	}
 	c.updateGauges()
 	return nil
 }
@@ -727,11 +746,20 @@ type readPos struct{ offset, ts int64 }
 // and are read again by the next reader (the archive writes a span met
 // twice in one row group once).
 func (c *Consumer) settleRevoked(ctx context.Context, parts []int32) {
-	if c.cfg.Settle == nil || len(parts) == 0 || c.stopping.Load() {
+	if c.stopping.Load() {
+		return
+	}
+	c.settle(ctx, parts, c.cfg.RevokeWait)
+}
+
+// settle waits, at most wait, until every record read from parts is
+// settled, calling Config.Settle meanwhile.
+func (c *Consumer) settle(ctx context.Context, parts []int32, wait time.Duration) {
+	if c.cfg.Settle == nil || len(parts) == 0 {
 		return
 	}
 	start := time.Now()
-	deadline := start.Add(c.cfg.RevokeWait)
+	deadline := start.Add(wait)
 	n := 0
 	for {
 		c.track.advance()
@@ -752,11 +780,23 @@ func (c *Consumer) settleRevoked(ctx context.Context, parts []int32) {
 	}
 	if n > 0 {
 		c.m.revokeUnsettled.Add(float64(n))
-		c.cfg.Logger.Info("revoked partitions still hold unsettled records; their next reader reads them again",
+		c.cfg.Logger.Info("partitions handed over with unsettled records; their next reader reads them again",
 			"partitions", parts, "records", n, "waited", time.Since(start).Round(time.Millisecond))
 		return
 	}
-	c.cfg.Logger.Info("revoked partitions settled", "partitions", parts, "waited", time.Since(start).Round(time.Millisecond))
+	c.cfg.Logger.Info("partitions settled before being handed over", "partitions", parts, "waited", time.Since(start).Round(time.Millisecond))
+}
+
+// leaveFirst settles what was read (at most wait), commits it and leaves
+// the group, for Config.LeaveFirst.
+func (c *Consumer) leaveFirst(wait time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait+10*time.Second)
+	defer cancel()
+	c.settle(ctx, c.wm.assignedParts(), wait)
+	c.stopping.Store(true) // the revoke that leaving makes only commits
+	if err := c.client.LeaveGroupContext(ctx); err != nil {
+		c.cfg.Logger.Warn("leaving the consumer group", "err", err)
+	}
 }
 
 // settlePoll is how often settleRevoked looks at the revoked records.

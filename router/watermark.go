@@ -86,6 +86,17 @@ func (w *Watermarks) assign(parts []int32) {
 	}
 }
 
+// assignedParts returns the partitions assigned here.
+func (w *Watermarks) assignedParts() []int32 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]int32, 0, len(w.parts))
+	for p := range w.parts {
+		out = append(out, p)
+	}
+	return out
+}
+
 func (w *Watermarks) revoke(parts []int32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -399,6 +399,9 @@ func (cn *clusterNode) leave(ctx context.Context) {
 	for ctx.Err() == nil {
 		cn.reroute(ctx)
 		cn.sendDecisions(ctx)
+		// The new owners acknowledge once the spans are durable: they
+		// seal their files now rather than at their roll age.
+		cn.askSeal()
 		if cn.route.InFlight() == 0 && cn.smp.AsideSpans() == 0 && cn.pendingDecisions() == 0 {
 			break
 		}
@@ -423,6 +426,11 @@ func leaveTimeout(ctx context.Context) time.Duration {
 }
 
 func (cn *clusterNode) close() {
+	// The archive drained: acknowledge what it made durable, or the
+	// senders route it again once the connection drops.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	cn.rc.AckSettled(ctx, cn.tr.Ack)
+	cancel()
 	if cn.ms != nil {
 		cn.ms.Shutdown()
 	}

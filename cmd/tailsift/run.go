@@ -336,6 +336,7 @@ func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
 			n.applyShare(n.sampler.Policy())
 		}
 		dispatch = n.cluster
+		p.kafka.LeaveFirst = true
 	}
 	p.kafka.Full = n.sampler.Full
 	// Before partitions move to another reader, what was decided from them
@@ -448,6 +449,12 @@ func (n *node) run(ctx context.Context) error {
 	}
 	stopLeave := context.AfterFunc(ctx, func() {
 		if n.cluster != nil {
+			// The consumer first leaves the group (kafka.LeaveFirst), so
+			// the others read its partitions on while it hands over.
+			select {
+			case <-n.consumer.Left():
+			case <-time.After(n.cfg.GracePeriod / 2):
+			}
 			lctx, cancel := context.WithTimeout(context.Background(), n.cfg.GracePeriod/2)
 			n.cluster.leave(lctx)
 			cancel()
