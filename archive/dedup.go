@@ -1,64 +1,85 @@
 package archive
 
 import (
-	"bytes"
-
 	"github.com/cespare/xxhash/v2"
 	"github.com/tailsift/tailsift/sampler"
 )
 
-// copies finds exact copies of a span among the spans of one trace.
+// recentSpans remembers the kept spans this writer took lately, to write a
+// second copy of one not at all.
 //
-// A Kafka record read twice (by a new reader after a rebalance, or after a
-// crash, from the last committed offset) sends its spans to their trace's
-// owner again. While the owner still buffers the trace, or holds the late
-// spans of a kept one in the same row group, the second copy comes to the
-// archive beside the first, byte for byte the same. Writing it once costs
-// a hash of each kept span; a copy in another file is not seen here.
-type copies struct {
-	seen map[uint64]*sampler.Span
+// A Kafka record read twice (by a partition's new reader after a
+// rebalance, or after a crash, from the last committed offset) sends its
+// spans to their trace's owner again. The copy is byte for byte the span
+// already taken: in the same decision while the owner still buffered the
+// trace, or as a late span of the decision made meanwhile. Spans are known
+// by a 64-bit hash of their bytes and times (two distinct spans of a
+// million remembered collide with odds of 1 in 10^13); the memory is two
+// generations of at most recentSpansGen hashes each, about 40 MiB at most.
+type recentSpans struct {
+	cur, prev map[uint64]struct{}
 }
 
-// drop removes from held, sorted by trace ID, every span whose bytes equal
-// a span before it in the same trace, and returns how many it removed.
-// The removed spans stay in their file's pending list: they settle with
-// the copy that is written.
-func (c *copies) drop(held []*sampler.Kept) int {
-	if c.seen == nil {
-		c.seen = make(map[uint64]*sampler.Span)
-	}
-	removed := 0
-	for i := 0; i < len(held); {
-		j := i + 1
-		n := len(held[i].Spans)
-		for j < len(held) && held[j].ID == held[i].ID {
-			n += len(held[j].Spans)
-			j++
-		}
-		if n > 1 {
-			clear(c.seen)
-			for _, k := range held[i:j] {
-				kept := k.Spans[:0]
-				for s := range k.Spans {
-					sp := &k.Spans[s]
-					h := xxhash.Sum64(sp.Raw) ^ uint64(sp.Start) ^ uint64(sp.End)<<1
-					if prev, ok := c.seen[h]; ok && sameSpan(prev, sp) {
-						removed++
-						continue
-					}
-					kept = append(kept, *sp)
-					c.seen[h] = &kept[len(kept)-1]
-				}
-				clear(k.Spans[len(kept):])
-				k.Spans = kept
-			}
-		}
-		i = j
-	}
-	clear(c.seen)
-	return removed
+// recentSpansGen is the hashes a generation holds: with the last, the
+// spans kept in the past minutes at tens of thousands a second, long
+// enough for a rebalance's re-reads to reach the archive.
+const recentSpansGen = 1 << 20
+
+func spanKey(sp *sampler.Span) uint64 {
+	return xxhash.Sum64(sp.Raw) ^ uint64(sp.Start)*0x9e3779b97f4a7c15 ^ uint64(sp.End)
 }
 
-func sameSpan(a, b *sampler.Span) bool {
-	return a.Start == b.Start && a.End == b.End && bytes.Equal(a.Raw, b.Raw)
+// seen reports whether sp was taken before, and remembers it.
+func (r *recentSpans) seen(sp *sampler.Span) bool {
+	k := spanKey(sp)
+	if _, ok := r.cur[k]; ok {
+		return true
+	}
+	if _, ok := r.prev[k]; ok {
+		return true
+	}
+	if r.cur == nil || len(r.cur) >= recentSpansGen {
+		r.prev, r.cur = r.cur, make(map[uint64]struct{}, recentSpansGen/8)
+	}
+	r.cur[k] = struct{}{}
+	return false
+}
+
+// dropCopies removes from k the spans taken before and returns their
+// sources: they may settle only once the copy taken first is durable.
+func (w *Writer) dropCopies(k *sampler.Kept) []*sampler.Pending {
+	var srcs []*sampler.Pending
+	kept := k.Spans[:0]
+	for i := range k.Spans {
+		sp := &k.Spans[i]
+		if !w.recent.seen(sp) {
+			kept = append(kept, *sp)
+			continue
+		}
+		w.m.duplicates.Inc()
+		if sp.Src != nil {
+			srcs = append(srcs, sp.Src)
+		}
+	}
+	clear(k.Spans[len(kept):])
+	k.Spans = kept
+	return srcs
+}
+
+// settleWithOpenFiles makes srcs settle once every file open now is
+// closed: the first copy of their spans is in one of them, or in a file
+// already durable.
+func (w *Writer) settleWithOpenFiles(srcs []*sampler.Pending) {
+	if len(w.files) == 0 {
+		for _, p := range srcs {
+			p.Done()
+		}
+		return
+	}
+	for _, p := range srcs {
+		p.Add(len(w.files) - 1)
+		for _, f := range w.files {
+			f.pending = append(f.pending, p)
+		}
+	}
 }

@@ -40,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tailsift_archive_errors_total",
 			Help: "Archive errors by stage (decode, write)."}, []string{"stage"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_duplicate_spans_dropped_total",
-			Help: "Exact copies of a kept span met in one row group (a Kafka record read again after a rebalance or a crash), written once."}),
+			Help: "Copies of a kept span taken lately (a Kafka record read again after a rebalance or a crash) not written again."}),
 		uploads: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_uploads_total",
 			Help: "Files uploaded to object storage."}),
 		uploadedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_uploaded_bytes_total",

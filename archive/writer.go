@@ -43,7 +43,7 @@ type Writer struct {
 	lastWarn time.Time // of the spool-nearly-full warning
 
 	seal   chan chan error // Seal's requests, served by Run
-	copies copies          // finds spans met twice in a row group
+	recent recentSpans     // kept spans taken lately, to drop copies
 
 	// spares are the row buffers of closed files, emptied, for the next
 	// files. Only compaction fills them (a row group of 128 MiB of rows, too
@@ -258,6 +258,9 @@ func (w *Writer) partitionOf(k *sampler.Kept) string {
 }
 
 func (w *Writer) add(k *sampler.Kept) error {
+	if copies := w.dropCopies(k); len(copies) > 0 {
+		w.settleWithOpenFiles(copies)
+	}
 	if len(k.Spans) == 0 {
 		return nil
 	}
@@ -463,10 +466,6 @@ const chunkRows = 512
 func (w *Writer) writeHeld(f *openFile) error {
 	held := f.held
 	slices.SortStableFunc(held, func(a, b *sampler.Kept) int { return bytes.Compare(a.ID[:], b.ID[:]) })
-	if n := w.copies.drop(held); n > 0 {
-		f.spans -= n
-		w.m.duplicates.Add(float64(n))
-	}
 	if w.chunk == nil {
 		w.chunk = new(rowBatch)
 	}

