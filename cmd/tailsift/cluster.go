@@ -57,6 +57,9 @@ type clusterNode struct {
 	// periods by the watermark; held there, they do not decide the pieces
 	// they received since the change before the rest of the trace arrives.
 	hold atomic.Int64
+	// leaveHold is the watermark, in unix nanoseconds, this node reports
+	// for every partition while it leaves (0: not leaving).
+	leaveHold atomic.Int64
 
 	// seal makes this node's decided spans durable now (the archive's
 	// Seal); peers ask for it while they settle revoked partitions.
@@ -337,7 +340,7 @@ func (cn *clusterNode) run(ctx context.Context, g *errgroup.Group) {
 			}
 			cn.sendDecisions(ctx)
 			if cn.ms != nil {
-				cn.ms.Broadcast(encodeWatermarks(cn.id, cn.wm.Partitions(), time.Now().UnixNano()))
+				cn.ms.Broadcast(cn.watermarkReport())
 			}
 		}
 	})
@@ -377,21 +380,31 @@ func (cn *clusterNode) leave(ctx context.Context) {
 	// The peers stop routing here as soon as they hear of the leave; from
 	// that moment the traces buffered here belong to them, so this node
 	// decides nothing more: what comes due is set aside for them.
-	if len(others) > 0 {
-		cn.smp.SetOwner(func(*sampler.TraceID) bool { return false })
+	if len(others) == 0 {
+		if err := cn.ms.Leave(leaveTimeout(ctx)); err != nil {
+			cn.log.Warn("leaving gossip", "err", err)
+		}
+		return // the last node: decide here, as a single node does
 	}
+	cn.smp.SetOwner(func(*sampler.TraceID) bool { return false })
+	// This node left the consumer group first, so the others read its
+	// partitions on and the watermark moves: until they hear of the
+	// leave, it holds every partition where the watermark is now, so no
+	// new owner decides a trace before the pieces buffered here reach it.
+	cn.leaveHold.Store(cn.wm.Now().UnixNano())
+	cn.ms.Broadcast(cn.watermarkReport())
+	ring := cluster.NewRing(cn.id, others) // a node not in the ring owns nothing
+	cn.ring.Store(ring)
+	cn.route.SetRing(ring)
+	cn.handoff()
+	// Handed over before the peers drop this node (and its hold): what
+	// they get before their ring changes, they set aside, holding the
+	// watermark themselves, and keep once it has.
 	if err := cn.ms.Leave(leaveTimeout(ctx)); err != nil {
 		// The peers learn it from failure detection instead, seconds
 		// later; until then they route here and this node passes on.
 		cn.log.Warn("leaving gossip", "err", err)
 	}
-	if len(others) == 0 {
-		return // the last node: decide here, as a single node does
-	}
-	ring := cluster.NewRing(cn.id, others) // a node not in the ring owns nothing
-	cn.ring.Store(ring)
-	cn.route.SetRing(ring)
-	cn.handoff()
 	// Until every span set aside has reached an owner and every forwarded
 	// batch is acknowledged: a span left unsettled here holds back the
 	// commit of its whole record, whose other traces are then read again
@@ -435,6 +448,20 @@ func (cn *clusterNode) close() {
 		cn.ms.Shutdown()
 	}
 	cn.tr.Close()
+}
+
+// watermarkReport is this node's watermark report for its peers: the
+// partitions it reads or, while it leaves, every partition held at
+// leaveHold.
+func (cn *clusterNode) watermarkReport() []byte {
+	parts := cn.wm.Partitions()
+	if h := cn.leaveHold.Load(); h > 0 {
+		parts = make(map[int32]int64)
+		for p := range cn.wm.Count() {
+			parts[p] = h
+		}
+	}
+	return encodeWatermarks(cn.id, parts, time.Now().UnixNano())
 }
 
 // Watermark reports: 'W', version 1, node ID, time, then partition and
