@@ -637,7 +637,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Spans of records that another cluster member had read (by the watermark it reported) before this node was given their partition: records left unsettled by a crash or a revoke. Each may be archived once more; an upper bound on duplicate rows."}),
 		revokeUnsettled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_router_revoked_unsettled_records_total",
-			Help: "Records still unsettled when their partition was revoked from this node (kafka.rebalance_timeout/3 of waiting ran out): the next reader reads them again."}),
+			Help: "Records still unsettled when their partition moved to another reader (a revoke, or a cluster node leaving the group at shutdown): the next reader reads them again."}),
 		unsettledRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tailsift_router_unsettled_records", Help: "Records polled whose spans are not all dropped or durable, by partition."},
 			[]string{"partition"}),
