@@ -13,11 +13,12 @@ import (
 // spans to their trace's owner again. The copy is byte for byte the span
 // already taken: in the same decision while the owner still buffered the
 // trace, or as a late span of the decision made meanwhile. Spans are known
-// by a 64-bit hash of their bytes and times (two distinct spans of a
+// by a 64-bit hash of their trace ID, bytes and times (two distinct spans of a
 // million remembered collide with odds of 1 in 10^13); the memory is two
 // generations of at most recentSpansGen hashes each, about 40 MiB at most.
 type recentSpans struct {
 	cur, prev map[uint64]struct{}
+	d         xxhash.Digest
 }
 
 // recentSpansGen is the hashes a generation holds: with the last, the
@@ -25,13 +26,20 @@ type recentSpans struct {
 // enough for a rebalance's re-reads to reach the archive.
 const recentSpansGen = 1 << 20
 
-func spanKey(sp *sampler.Span) uint64 {
-	return xxhash.Sum64(sp.Raw) ^ uint64(sp.Start)*0x9e3779b97f4a7c15 ^ uint64(sp.End)
+// spanKey identifies a span of trace id. The trace ID is part of it: the
+// bytes a span is kept as leave it out, and spans of two traces may
+// otherwise be alike byte for byte.
+func (r *recentSpans) spanKey(id *sampler.TraceID, sp *sampler.Span) uint64 {
+	d := &r.d
+	d.Reset()
+	d.Write(id[:])
+	d.Write(sp.Raw)
+	return d.Sum64() ^ uint64(sp.Start)*0x9e3779b97f4a7c15 ^ uint64(sp.End)
 }
 
-// seen reports whether sp was taken before, and remembers it.
-func (r *recentSpans) seen(sp *sampler.Span) bool {
-	k := spanKey(sp)
+// seen reports whether sp, of trace id, was taken before, and remembers it.
+func (r *recentSpans) seen(id *sampler.TraceID, sp *sampler.Span) bool {
+	k := r.spanKey(id, sp)
 	if _, ok := r.cur[k]; ok {
 		return true
 	}
@@ -52,7 +60,7 @@ func (w *Writer) dropCopies(k *sampler.Kept) []*sampler.Pending {
 	kept := k.Spans[:0]
 	for i := range k.Spans {
 		sp := &k.Spans[i]
-		if !w.recent.seen(sp) {
+		if !w.recent.seen(&k.ID, sp) {
 			kept = append(kept, *sp)
 			continue
 		}

@@ -54,13 +54,23 @@ func TestWriterSealAndCopies(t *testing.T) {
 		t.Fatal("a copy of a durable span not settled")
 	}
 
+	// The same bytes in another trace are no copy.
+	var other sampler.Pending
+	k := keptTraces(t, testTraces(start), &other, start)[0]
+	k.ID[0] ^= 0xff
+	n := len(k.Spans)
+	in <- k
+	if err := w.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+
 	rows, files := readRows(t, dir)
 	total := 0
 	for _, f := range files {
 		total += int(openParquet(t, f).NumRows())
 	}
-	if len(rows) != 3 || total != 3 {
-		t.Fatalf("%d rows of %d spans in %d files, want each of 3 spans once", total, len(rows), len(files))
+	if want := 3 + n; n == 0 || len(rows) != 3 || total != want {
+		t.Fatalf("%d rows of %d span IDs in %d files, want %d: each of 3 spans once, and the other trace's", total, len(rows), len(files), want)
 	}
 	if got := testutil.ToFloat64(m.duplicates); got != 6 {
 		t.Errorf("tailsift_archive_duplicate_spans_dropped_total = %v, want 6", got)
@@ -80,7 +90,7 @@ func BenchmarkRecentSpans(b *testing.B) {
 		var r recentSpans
 		for _, k := range kept {
 			for i := range k.Spans {
-				r.seen(&k.Spans[i])
+				r.seen(&k.ID, &k.Spans[i])
 			}
 		}
 	}
