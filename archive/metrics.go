@@ -10,6 +10,8 @@ type Metrics struct {
 	openFiles prometheus.Gauge
 	lastFile  prometheus.Gauge
 	errors    *prometheus.CounterVec
+	// duplicates are copies of a span written once (see copies).
+	duplicates prometheus.Counter
 
 	uploads        prometheus.Counter
 	uploadedBytes  prometheus.Counter
@@ -39,6 +41,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "When the last archive file was closed durably."}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tailsift_archive_errors_total",
 			Help: "Archive errors by stage (decode, write)."}, []string{"stage"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_duplicate_spans_dropped_total",
+			Help: "Copies of a kept span taken lately (a Kafka record read again after a rebalance or a crash) not written again."}),
 		uploads: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_uploads_total",
 			Help: "Files uploaded to object storage."}),
 		uploadedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "tailsift_archive_uploaded_bytes_total",
@@ -64,7 +68,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.errors.WithLabelValues(s)
 	}
 	if reg != nil {
-		reg.MustRegister(m.spans, m.files, m.bytes, m.openFiles, m.lastFile, m.errors,
+		reg.MustRegister(m.spans, m.files, m.bytes, m.openFiles, m.lastFile, m.errors, m.duplicates,
 			m.uploads, m.uploadedBytes, m.uploadFailures, m.spoolFiles,
 			m.spoolBytes, m.spoolMaxBytes, m.spoolUsage, m.spoolFull, m.spoolPaused,
 			m.invalidUTF8)

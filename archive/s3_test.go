@@ -79,8 +79,8 @@ func TestS3Archive(t *testing.T) {
 		S3: S3Config{Endpoint: srv.Endpoint, PathStyle: true}}, nil)
 	var src sampler.Pending
 	start := time.Now().Add(-time.Minute)
-	for i := 0; i < 100; i++ {
-		for _, k := range keptTraces(t, testTraces(start), &src, start) {
+	for i := 0; i < 100; i++ { // each a microsecond later: no span copies another
+		for _, k := range keptTraces(t, testTraces(start.Add(time.Duration(i)*time.Microsecond)), &src, start) {
 			in <- k
 		}
 	}
@@ -113,8 +113,8 @@ func TestS3OutageLosesNothing(t *testing.T) {
 	var src sampler.Pending
 	sent := 0
 	send := func(n int) {
-		for i := 0; i < n; i++ {
-			for _, k := range keptTraces(t, testTraces(start), &src, start) {
+		for i := 0; i < n; i++ { // each a microsecond later: no span copies another
+			for _, k := range keptTraces(t, testTraces(start.Add(time.Duration(sent)*time.Microsecond)), &src, start) {
 				sent += len(k.Spans)
 				in <- k
 			}
@@ -297,8 +297,8 @@ func TestS3SpoolUploadedAfterRestart(t *testing.T) {
 	var src sampler.Pending
 	start := time.Now().Add(-time.Minute)
 	sent := 0
-	for i := 0; i < 50; i++ {
-		for _, k := range keptTraces(t, testTraces(start), &src, start) {
+	for i := 0; i < 50; i++ { // each a microsecond later: no span copies another
+		for _, k := range keptTraces(t, testTraces(start.Add(time.Duration(i)*time.Microsecond)), &src, start) {
 			sent += len(k.Spans)
 			in <- k
 		}

@@ -43,6 +43,9 @@ type Writer struct {
 	full     bool      // the spool is at its cap: in is not read
 	lastWarn time.Time // of the spool-nearly-full warning
 
+	seal   chan chan error // Seal's requests, served by Run
+	recent recentSpans     // kept spans taken lately, to drop copies
+
 	// spares are the row buffers of closed files, emptied, for the next
 	// files. Only compaction fills them (a row group of 128 MiB of rows, too
 	// much to grow again from nothing for every output file); the node's
@@ -84,7 +87,8 @@ func New(ctx context.Context, cfg Config, m *Metrics) (*Writer, error) {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	w := &Writer{cfg: cfg, loc: loc, m: m, log: cfg.Logger, files: make(map[string]*openFile), now: time.Now}
+	w := &Writer{cfg: cfg, loc: loc, m: m, log: cfg.Logger, files: make(map[string]*openFile), now: time.Now,
+		seal: make(chan chan error)}
 	red, err := NewRedaction(cfg.Redact, cfg.RedactKey)
 	if err != nil {
 		return nil, err
@@ -184,6 +188,12 @@ loop:
 			if err = w.relieve(); err != nil {
 				break loop
 			}
+		case done := <-w.seal:
+			err = w.closeAll()
+			done <- err
+			if err != nil {
+				break loop
+			}
 		case <-ctx.Done():
 			err = ctx.Err()
 			break loop
@@ -252,6 +262,9 @@ func (w *Writer) partitionOf(k *sampler.Kept) string {
 }
 
 func (w *Writer) add(k *sampler.Kept) error {
+	if copies := w.dropCopies(k); len(copies) > 0 {
+		w.settleWithOpenFiles(copies)
+	}
 	if len(k.Spans) == 0 {
 		return nil
 	}
@@ -561,6 +574,27 @@ func (w *Writer) relieve() error {
 		}
 	}
 	return nil
+}
+
+// Seal closes every open file now, whatever its age, and returns once
+// their spans are durable (in the archive, or in the spool for object
+// storage) and settled. A node calls it before Kafka partitions move to
+// another reader: records whose kept spans wait in an open file would
+// otherwise stay uncommitted for up to roll_age and be read, and archived,
+// a second time there. It returns ctx.Err() if Run is not serving.
+func (w *Writer) Seal(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case w.seal <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (w *Writer) rollAged() error {

@@ -212,9 +212,10 @@ func TestWriterRollsBySizeAndAge(t *testing.T) {
 	in, done := startWriter(t, Config{URL: "file://" + dir, RollAge: time.Second, RollBytes: 1 << 20, RowGroupBytes: 64 << 10}, nil)
 	start := time.Now().Add(-time.Minute)
 	var src sampler.Pending
-	// About 4 MiB of rows: several files by size.
+	// About 4 MiB of rows: several files by size. Each trace starts a
+	// microsecond later, so no span is a copy of another.
 	for i := 0; i < 4000; i++ {
-		for _, k := range keptTraces(t, testTraces(start), &src, start) {
+		for _, k := range keptTraces(t, testTraces(start.Add(time.Duration(i)*time.Microsecond)), &src, start) {
 			in <- k
 		}
 	}

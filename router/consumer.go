@@ -88,6 +88,25 @@ type Config struct {
 	// BeforeScan, if set, is called with each record before it is
 	// scanned: a seam for tests that make a record crash the node.
 	BeforeScan func(*kgo.Record)
+	// Settle, if set, makes durable what the pipeline decided so far: it
+	// seals the archive's open files, here and on the peers holding spans
+	// forwarded from here. While partitions are revoked the consumer calls
+	// it until their records are settled (at most RevokeWait), so it
+	// commits them before another member reads them again.
+	Settle func(ctx context.Context)
+	// RevokeWait bounds how long a revoke waits for the records read from
+	// the revoked partitions to settle. The group waits for it (within
+	// RebalanceTimeout) and this node polls nothing meanwhile; what is not
+	// settled by then is read again by the partitions' next reader.
+	// Default a third of RebalanceTimeout, at most 20s.
+	RevokeWait time.Duration
+	// LeaveFirst makes a shutdown leave the group as soon as polling
+	// stops (after settling what it can, at most RevokeWait or a quarter
+	// of the grace period), rather than once the pipeline drained: in a
+	// cluster the other members then read this node's partitions on while
+	// it hands its traces over, where a partition nobody reads would hold
+	// every decision, and so the hand-over, back.
+	LeaveFirst bool
 	// ClientOpts are appended to the franz-go options (TLS, SASL, ...).
 	ClientOpts []kgo.Opt
 	Logger     *slog.Logger
@@ -122,6 +141,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RebalanceTimeout == 0 {
 		c.RebalanceTimeout = 60 * time.Second
+	}
+	if c.RevokeWait == 0 {
+		c.RevokeWait = min(c.RebalanceTimeout/3, 20*time.Second)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -179,7 +201,10 @@ type Consumer struct {
 	alone   bool                                       // the record just scanned is read carefully: hand its spans on alone
 	gauged  struct{ records, age, lag map[int32]bool } // partitions each gauge shows; owned by updateGauges
 
-	records  atomic.Int64 // records polled, for progress reports
+	records  atomic.Int64  // records polled, for progress reports
+	stopping atomic.Bool   // the poll loop has ended: revokes wait for nothing
+	left     chan struct{} // closed once this node reads no more (see Left)
+	reread   rereadLimits
 	assigned atomic.Int32 // partitions assigned now
 	lastErr  atomic.Pointer[kafkaErr]
 }
@@ -201,7 +226,8 @@ func NewConsumer(cfg Config, out Dispatcher, m *Metrics) (*Consumer, error) {
 		return nil, err
 	}
 	c := &Consumer{cfg: cfg, scanner: sc, out: out, track: newTracker(cfg.Topic), wm: cfg.Watermarks, polled: make(map[int32]readPos), m: m,
-		log: newThrottledLog(cfg.Logger, time.Minute, 10), walls: newWalls(cfg.Encoding)}
+		left: make(chan struct{}),
+		log:  newThrottledLog(cfg.Logger, time.Minute, 10), walls: newWalls(cfg.Encoding)}
 	if c.guard, err = newGuard(cfg.StateDir, cfg.Topic, cfg.Group, cfg.Logger); err != nil {
 		// A read-only disk is no reason not to consume.
 		cfg.Logger.Warn("poison-record guard off: its state file cannot be kept; a record that crashes the node will crash it again",
@@ -270,6 +296,10 @@ func (c *Consumer) kafkaFailed(key, msg string, err error, args ...any) {
 	c.log.Warn(key, msg, append(args, "err", err)...)
 }
 
+// Left is closed once the consumer reads no more: on shutdown, when
+// polling stopped and, with Config.LeaveFirst, the group was left.
+func (c *Consumer) Left() <-chan struct{} { return c.left }
+
 // Watermarks is how far in record time each partition has been read: the
 // clock the sampler decides by.
 func (c *Consumer) Watermarks() *Watermarks { return c.wm }
@@ -279,14 +309,17 @@ func (c *Consumer) Client() *kgo.Client { return c.client }
 
 func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	c.assigned.Add(int32(len(assigned[c.cfg.Topic])))
+	c.reread.set(c.wm, assigned[c.cfg.Topic])
 	c.wm.assign(assigned[c.cfg.Topic])
 	c.cfg.Logger.Info("partitions assigned", "topic", c.cfg.Topic, "partitions", assigned[c.cfg.Topic])
 }
 
-// onRevoked commits what is settled in the revoked partitions before the
-// group hands them to another member; the rest will be re-read there.
+// onRevoked settles and commits what was read from the revoked partitions
+// before the group hands them to another member; what is still unsettled
+// will be re-read there.
 func (c *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	parts := revoked[c.cfg.Topic]
+	c.settleRevoked(ctx, parts)
 	c.wm.revoke(parts)
 	c.track.advance()
 	c.commit(ctx)
@@ -374,6 +407,11 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 		}
 	}
 	c.client.AllowRebalance()
+	if c.cfg.LeaveFirst {
+		c.leaveFirst(min(c.cfg.RevokeWait, grace/4))
+	}
+	c.stopping.Store(true)
+	close(c.left)
 
 	// Drain: let the archive finish what was decided, then commit it.
 	timer := time.NewTimer(grace)
@@ -392,10 +430,12 @@ func (c *Consumer) Run(ctx context.Context, drained <-chan struct{}, grace time.
 		}
 		cancel()
 	}
-	c.track.advance()
-	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c.commit(cctx)
+	if !c.cfg.LeaveFirst {
+		c.track.advance()
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.commit(cctx)
+	}
 	c.updateGauges()
 	c.guardClose()
 	return nil
@@ -444,6 +484,7 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 	c.m.records.Inc()
 	c.m.bytes.Add(float64(len(r.Value)))
 	rec := c.track.track(r.Partition, r.Offset, now)
+	reread := c.reread.has(r.Partition, r.Timestamp.UnixNano())
 	// The record's timestamp is when the producer (or the broker) wrote
 	// it: the input clock the sampler decides by. A clock ahead of ours is
 	// clamped to ours.
@@ -492,6 +533,9 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 	}
 	rec.Add(len(items))
 	c.m.spans.Add(float64(len(items)))
+	if reread {
+		c.m.rereadSpans.Add(float64(len(items)))
+	}
 	return append(batch, items...)
 }
 
@@ -597,6 +641,8 @@ type Metrics struct {
 	skewedSpans      *prometheus.CounterVec
 	deadLettered     prometheus.Counter
 	deadLetterErrors prometheus.Counter
+	rereadSpans      prometheus.Counter
+	revokeUnsettled  prometheus.Counter
 	unsettledRecords *prometheus.GaugeVec
 	unsettledAge     *prometheus.GaugeVec
 	lag              *prometheus.GaugeVec
@@ -638,6 +684,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tailsift_router_dead_lettered_total", Help: "Bad records copied to the dead-letter topic."}),
 		deadLetterErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tailsift_router_dead_letter_errors_total", Help: "Bad records the dead-letter topic did not take (they are dropped)."}),
+		rereadSpans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_reread_spans_total",
+			Help: "Spans of records that another cluster member had read (by the watermark it reported) before this node was given their partition: records left unsettled by a crash or a revoke. Each may be archived once more; an upper bound on duplicate rows."}),
+		revokeUnsettled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tailsift_router_revoked_unsettled_records_total",
+			Help: "Records still unsettled when their partition moved to another reader (a revoke, or a cluster node leaving the group at shutdown): the next reader reads them again."}),
 		unsettledRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tailsift_router_unsettled_records", Help: "Records polled whose spans are not all dropped or durable, by partition."},
 			[]string{"partition"}),
@@ -676,7 +728,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.records, m.bytes, m.spans, m.malformed, m.invalidSpans, m.fetchErrors,
 			m.commits, m.commitErrors, m.throttled, m.skewedSpans, m.deadLettered, m.deadLetterErrors,
-			m.unsettledRecords, m.unsettledAge, m.lag, m.stopped, m.poison)
+			m.rereadSpans, m.revokeUnsettled, m.unsettledRecords, m.unsettledAge, m.lag, m.stopped, m.poison)
 	}
 	return m
 }
@@ -753,3 +805,116 @@ func (c *Consumer) deadLetter(r *kgo.Record, p *sampler.Pending, kind, reason st
 
 // readPos is how far a poll read one partition.
 type readPos struct{ offset, ts int64 }
+
+// settleRevoked waits, at most RevokeWait, until every record read from
+// parts is settled, asking the pipeline to make its decisions durable
+// (Config.Settle) meanwhile. The group's rebalance waits for it; polling is
+// blocked, so the watermark stands still and only traces already complete
+// by it are decided: records holding spans of the others stay unsettled
+// and are read again by the next reader (the archive writes a span met
+// twice in one row group once).
+func (c *Consumer) settleRevoked(ctx context.Context, parts []int32) {
+	if c.stopping.Load() {
+		return
+	}
+	c.settle(ctx, parts, c.cfg.RevokeWait)
+}
+
+// settle waits, at most wait, until every record read from parts is
+// settled, calling Config.Settle meanwhile.
+func (c *Consumer) settle(ctx context.Context, parts []int32, wait time.Duration) {
+	if c.cfg.Settle == nil || len(parts) == 0 {
+		return
+	}
+	start := time.Now()
+	deadline := start.Add(wait)
+	n := 0
+	for {
+		c.track.advance()
+		if n = c.unsettledIn(parts); n == 0 || !time.Now().Before(deadline) || ctx.Err() != nil {
+			break
+		}
+		sctx, cancel := context.WithDeadline(ctx, deadline)
+		c.cfg.Settle(sctx)
+		cancel()
+		c.track.advance()
+		if n = c.unsettledIn(parts); n == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(settlePoll):
+		}
+	}
+	if n > 0 {
+		c.m.revokeUnsettled.Add(float64(n))
+		c.cfg.Logger.Info("partitions handed over with unsettled records; their next reader reads them again",
+			"partitions", parts, "records", n, "waited", time.Since(start).Round(time.Millisecond))
+		return
+	}
+	c.cfg.Logger.Info("partitions settled before being handed over", "partitions", parts, "waited", time.Since(start).Round(time.Millisecond))
+}
+
+// leaveFirst settles what was read (at most wait), commits it and leaves
+// the group, for Config.LeaveFirst.
+func (c *Consumer) leaveFirst(wait time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait+10*time.Second)
+	defer cancel()
+	c.settle(ctx, c.wm.assignedParts(), wait)
+	c.stopping.Store(true) // the revoke that leaving makes only commits
+	if err := c.client.LeaveGroupContext(ctx); err != nil {
+		c.cfg.Logger.Warn("leaving the consumer group", "err", err)
+	}
+}
+
+// settlePoll is how often settleRevoked looks at the revoked records.
+const settlePoll = 100 * time.Millisecond
+
+// unsettledIn is the number of records in flight from parts.
+func (c *Consumer) unsettledIn(parts []int32) int {
+	per, _ := c.track.unsettled(time.Now().UnixNano())
+	n := 0
+	for _, p := range parts {
+		n += per[p].records
+	}
+	return n
+}
+
+// rereadLimits are, for partitions just assigned here, the record time up
+// to which another member had already read them (Watermarks.ReadElsewhere):
+// records up to it are read again. Each limit is dropped at the first
+// record past it.
+type rereadLimits struct {
+	mu  sync.Mutex
+	any atomic.Bool
+	lim map[int32]int64
+}
+
+func (r *rereadLimits) set(wm *Watermarks, parts []int32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range parts {
+		if v := wm.ReadElsewhere(p); v > 0 {
+			if r.lim == nil {
+				r.lim = make(map[int32]int64)
+			}
+			r.lim[p] = v
+		}
+	}
+	r.any.Store(len(r.lim) > 0)
+}
+
+// has reports whether a record of partition p written at ts was read before.
+func (r *rereadLimits) has(p int32, ts int64) bool {
+	if !r.any.Load() {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.lim[p]
+	if ok && ts > v {
+		delete(r.lim, p)
+		r.any.Store(len(r.lim) > 0)
+	}
+	return ok && ts <= v
+}

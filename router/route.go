@@ -482,23 +482,30 @@ func (rc *Receiver) Run(ctx context.Context, interval time.Duration, ack func(ct
 			return nil
 		case <-t.C:
 		}
-		byPeer := map[string][]uint64{}
-		rc.mu.Lock()
-		keep := rc.pending[:0]
-		for _, r := range rc.pending {
-			if r.p.Settled() {
-				byPeer[r.from] = append(byPeer[r.from], r.seq)
-			} else {
-				keep = append(keep, r)
-			}
+		rc.AckSettled(ctx, ack)
+	}
+}
+
+// AckSettled acknowledges, once, every batch whose spans all settled. A
+// node calls it a last time before it closes its transport, so peers do
+// not route again spans it made durable.
+func (rc *Receiver) AckSettled(ctx context.Context, ack func(ctx context.Context, to string, seqs []uint64) error) {
+	byPeer := map[string][]uint64{}
+	rc.mu.Lock()
+	keep := rc.pending[:0]
+	for _, r := range rc.pending {
+		if r.p.Settled() {
+			byPeer[r.from] = append(byPeer[r.from], r.seq)
+		} else {
+			keep = append(keep, r)
 		}
-		clear(rc.pending[len(keep):])
-		rc.pending = keep
-		rc.mu.Unlock()
-		for to, seqs := range byPeer {
-			if err := ack(ctx, to, seqs); err != nil {
-				rc.m.ackErrors.Inc()
-			}
+	}
+	clear(rc.pending[len(keep):])
+	rc.pending = keep
+	rc.mu.Unlock()
+	for to, seqs := range byPeer {
+		if err := ack(ctx, to, seqs); err != nil {
+			rc.m.ackErrors.Inc()
 		}
 	}
 }

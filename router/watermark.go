@@ -30,7 +30,10 @@ type Watermarks struct {
 	count int32             // partitions of the topic, 0 until known
 	last  int64             // last value returned: the watermark never goes back
 	peers map[string]report // what other nodes read, by node
-	floor func() int64      // earliest record time held here unsent, 0 for none
+	// elsewhere is, per partition, the highest watermark any other node
+	// reported for it, kept after the node is forgotten.
+	elsewhere map[int32]int64
+	floor     func() int64 // earliest record time held here unsent, 0 for none
 }
 
 // SetFloor installs a function returning the earliest record time of spans
@@ -70,7 +73,7 @@ type partWM struct {
 // NewWatermarks returns watermarks for a Consumer to keep (Config.Watermarks)
 // and a sampler to read (sampler.Config.InputClock).
 func NewWatermarks() *Watermarks {
-	return &Watermarks{parts: make(map[int32]*partWM), peers: make(map[string]report)}
+	return &Watermarks{parts: make(map[int32]*partWM), peers: make(map[string]report), elsewhere: make(map[int32]int64)}
 }
 
 func (w *Watermarks) assign(parts []int32) {
@@ -81,6 +84,17 @@ func (w *Watermarks) assign(parts []int32) {
 			w.parts[p] = &partWM{pos: -1, end: -1}
 		}
 	}
+}
+
+// assignedParts returns the partitions assigned here.
+func (w *Watermarks) assignedParts() []int32 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]int32, 0, len(w.parts))
+	for p := range w.parts {
+		out = append(out, p)
+	}
+	return out
 }
 
 func (w *Watermarks) revoke(parts []int32) {
@@ -185,6 +199,19 @@ func (w *Watermarks) Report(node string, parts map[int32]int64, at int64) {
 		return // reordered: keep the newer
 	}
 	w.peers[node] = report{parts: parts, at: at}
+	for p, v := range parts {
+		w.elsewhere[p] = max(w.elsewhere[p], v)
+	}
+}
+
+// ReadElsewhere is the highest watermark another node reported for
+// partition p, or 0: records of p written up to then were read there. A
+// node given p counts the records it reads again (a revoke or a crash
+// left them uncommitted).
+func (w *Watermarks) ReadElsewhere(p int32) int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.elsewhere[p]
 }
 
 // Forget drops a departed peer's report. Its partitions then hold the

@@ -64,6 +64,21 @@ type clusterNode struct {
 	// that has not started.
 	sampling atomic.Bool
 	insecure bool // no cluster key
+
+	// leaveHold is the watermark, in unix nanoseconds, this node reports
+	// for every partition while it leaves (0: not leaving).
+	leaveHold atomic.Int64
+
+	// seal makes this node's decided spans durable now (the archive's
+	// Seal); peers ask for it while they settle revoked partitions.
+	seal     func(ctx context.Context) error
+	sealing  atomic.Bool  // a seal asked by a peer is running
+	sealAsk  atomic.Int64 // when this node last asked its peers, unix nanos
+	addrsMu  sync.Mutex
+	addrs    map[string]string // last known forward address of every node seen
+	retryMu  sync.Mutex
+	retry    []sampler.KeptDecision // kept decisions not yet delivered, sent again
+	retryAge time.Time              // when the oldest of them first failed
 }
 
 // handler is what the transport delivers to: batches to the receiver, acks
@@ -96,12 +111,7 @@ func newClusterNode(c ClusterConfig, id string, smp *sampler.Sampler, wm *router
 	cn.tr, err = cluster.NewTransport(cluster.TransportConfig{
 		NodeID: id, ListenAddr: c.ForwardAddr, SecretKey: key, Logger: cn.log, MaxBatchBytes: c.MaxBatchBytes,
 		Metrics: cluster.NewTransportMetrics(reg),
-		Resolve: func(n string) (string, bool) {
-			if cn.ms == nil {
-				return "", false
-			}
-			return cn.ms.ForwardAddr(n)
-		},
+		Resolve: cn.resolve,
 	}, h)
 	if err != nil {
 		return nil, fmt.Errorf("cluster.forward_addr: %w", err)
@@ -167,6 +177,22 @@ func readClusterKey(file string) ([]byte, error) {
 	return key, nil
 }
 
+// resolve returns a node's forward address: as gossip knows it now or,
+// for a node that just left gossip but is still in the ring a sender
+// routes by (its leave is being handed over), as it was last known. A
+// leaving node still serves until its archive drained.
+func (cn *clusterNode) resolve(n string) (string, bool) {
+	if cn.ms != nil {
+		if a, ok := cn.ms.ForwardAddr(n); ok {
+			return a, true
+		}
+	}
+	cn.addrsMu.Lock()
+	defer cn.addrsMu.Unlock()
+	a, ok := cn.addrs[n]
+	return a, ok
+}
+
 // floor is the earliest record time of spans this node read or received
 // but has not yet handed to their owners: routed again after a failed send,
 // set aside by the sampler for another owner, or waiting for a hand-off.
@@ -229,6 +255,12 @@ func (cn *clusterNode) onChange(members map[string]string) {
 		}
 	}
 	cn.last = members
+	cn.addrsMu.Lock()
+	if cn.addrs == nil {
+		cn.addrs = make(map[string]string)
+	}
+	maps.Copy(cn.addrs, members)
+	cn.addrsMu.Unlock()
 	if cn.onRing != nil {
 		cn.onRing(ring)
 	}
@@ -264,14 +296,27 @@ const decisionsPerMessage = 10_000
 
 // sendDecisions sends the kept decisions the sampler set aside to the
 // owners of their traces, so late spans reaching an owner are archived
-// under the decision already made rather than decided alone. Best effort:
-// what fails is logged and forgotten, as a lost decision costs only that.
+// under the decision already made rather than decided alone (a split
+// trace). What fails (an owner unreachable, or not yet known to this
+// node's gossip) is sent again at the next call, to whoever owns the trace
+// then, for up to decisionRetry.
 func (cn *clusterNode) sendDecisions(ctx context.Context) {
 	ring := cn.ring.Load()
 	if ring == nil {
 		return
 	}
 	ds := cn.smp.TakeAsideDecisions()
+	cn.retryMu.Lock()
+	if len(cn.retry) > 0 {
+		if time.Since(cn.retryAge) > decisionRetry {
+			cn.log.Warn("kept decisions not delivered in time; late spans of those traces will be decided by their owner alone",
+				"decisions", len(cn.retry), "tried_for", decisionRetry)
+		} else {
+			ds = append(ds, cn.retry...)
+		}
+		cn.retry = nil
+	}
+	cn.retryMu.Unlock()
 	if len(ds) == 0 {
 		return
 	}
@@ -284,19 +329,41 @@ func (cn *clusterNode) sendDecisions(ctx context.Context) {
 		if owner == cn.id {
 			// The ring came back here before they left.
 			if err := cn.smp.AdoptDecisions(ctx, part); err != nil {
-				return
+				cn.retryLater(part)
 			}
 			continue
 		}
 		for c := range slices.Chunk(part, decisionsPerMessage) {
 			if err := cn.tr.SendDecisions(ctx, owner, sampler.AppendDecisions(nil, c)); err != nil {
-				cn.log.Warn("handing kept decisions to their traces' owner failed; late spans of those traces will be decided there alone",
+				cn.log.Info("handing kept decisions to their traces' owner failed; retrying",
 					"node", owner, "decisions", len(c), "err", err)
+				cn.retryLater(c)
 				continue
 			}
 			cn.log.Info("handed kept decisions to their traces' owner", "node", owner, "decisions", len(c))
 		}
 	}
+}
+
+// decisionRetry is how long a kept decision is sent again: past a member's
+// session timeout and a ring change or two, its owner is gone for good.
+const decisionRetry = 2 * time.Minute
+
+// retryLater queues kept decisions for the next sendDecisions.
+func (cn *clusterNode) retryLater(ds []sampler.KeptDecision) {
+	cn.retryMu.Lock()
+	defer cn.retryMu.Unlock()
+	if len(cn.retry) == 0 {
+		cn.retryAge = time.Now()
+	}
+	cn.retry = append(cn.retry, ds...)
+}
+
+// pendingDecisions is the number of kept decisions waiting to be sent again.
+func (cn *clusterNode) pendingDecisions() int {
+	cn.retryMu.Lock()
+	defer cn.retryMu.Unlock()
+	return len(cn.retry)
 }
 
 // run serves peers, acknowledges their batches, re-routes what failed and
@@ -332,7 +399,7 @@ func (cn *clusterNode) run(ctx context.Context, g *errgroup.Group) {
 			}
 			cn.sendDecisions(ctx)
 			if cn.ms != nil {
-				cn.ms.Broadcast(encodeWatermarks(cn.id, cn.wm.Partitions(), time.Now().UnixNano()))
+				cn.ms.Broadcast(cn.watermarkReport())
 			}
 		}
 	})
@@ -372,19 +439,31 @@ func (cn *clusterNode) leave(ctx context.Context) {
 	// The peers stop routing here as soon as they hear of the leave; from
 	// that moment the traces buffered here belong to them, so this node
 	// decides nothing more: what comes due is set aside for them.
-	if len(others) > 0 {
-		cn.smp.SetOwner(func(*sampler.TraceID) bool { return false })
-	}
-	if err := cn.ms.Leave(2 * time.Second); err != nil {
-		cn.log.Warn("leaving gossip", "err", err)
-	}
 	if len(others) == 0 {
+		if err := cn.ms.Leave(leaveTimeout(ctx)); err != nil {
+			cn.log.Warn("leaving gossip", "err", err)
+		}
 		return // the last node: decide here, as a single node does
 	}
+	cn.smp.SetOwner(func(*sampler.TraceID) bool { return false })
+	// This node left the consumer group first, so the others read its
+	// partitions on and the watermark moves: until they hear of the
+	// leave, it holds every partition where the watermark is now, so no
+	// new owner decides a trace before the pieces buffered here reach it.
+	cn.leaveHold.Store(cn.wm.Now().UnixNano())
+	cn.ms.Broadcast(cn.watermarkReport())
 	ring := cluster.NewRing(cn.id, others) // a node not in the ring owns nothing
 	cn.ring.Store(ring)
 	cn.route.SetRing(ring)
 	cn.handoff()
+	// Handed over before the peers drop this node (and its hold): what
+	// they get before their ring changes, they set aside, holding the
+	// watermark themselves, and keep once it has.
+	if err := cn.ms.Leave(leaveTimeout(ctx)); err != nil {
+		// The peers learn it from failure detection instead, seconds
+		// later; until then they route here and this node passes on.
+		cn.log.Warn("leaving gossip", "err", err)
+	}
 	// Until every span set aside has reached an owner and every forwarded
 	// batch is acknowledged: a span left unsettled here holds back the
 	// commit of its whole record, whose other traces are then read again
@@ -392,7 +471,10 @@ func (cn *clusterNode) leave(ctx context.Context) {
 	for ctx.Err() == nil {
 		cn.reroute(ctx)
 		cn.sendDecisions(ctx)
-		if cn.route.InFlight() == 0 && cn.smp.AsideSpans() == 0 {
+		// The new owners acknowledge once the spans are durable: they
+		// seal their files now rather than at their roll age.
+		cn.askSeal()
+		if cn.route.InFlight() == 0 && cn.smp.AsideSpans() == 0 && cn.pendingDecisions() == 0 {
 			break
 		}
 		select {
@@ -403,11 +485,42 @@ func (cn *clusterNode) leave(ctx context.Context) {
 	cn.log.Info("left the cluster", "unacknowledged_batches", cn.route.InFlight())
 }
 
+// leaveTimeout is how long a leave waits for gossip to carry its
+// broadcast: a third of what remains of ctx, from 2 to 10 seconds. A
+// busy machine may take seconds to send it, and peers that miss it keep
+// routing here until failure detection removes this node.
+func leaveTimeout(ctx context.Context) time.Duration {
+	d := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl)/3)
+	}
+	return max(d, 2*time.Second)
+}
+
 func (cn *clusterNode) close() {
+	// The archive drained: acknowledge what it made durable, or the
+	// senders route it again once the connection drops.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	cn.rc.AckSettled(ctx, cn.tr.Ack)
+	cancel()
 	if cn.ms != nil {
 		cn.ms.Shutdown()
 	}
 	cn.tr.Close()
+}
+
+// watermarkReport is this node's watermark report for its peers: the
+// partitions it reads or, while it leaves, every partition held at
+// leaveHold.
+func (cn *clusterNode) watermarkReport() []byte {
+	parts := cn.wm.Partitions()
+	if h := cn.leaveHold.Load(); h > 0 {
+		parts = make(map[int32]int64)
+		for p := range cn.wm.Count() {
+			parts[p] = h
+		}
+	}
+	return encodeWatermarks(cn.id, parts, time.Now().UnixNano())
 }
 
 // Watermark reports: 'W', version 1, node ID, time, then partition and
@@ -463,7 +576,64 @@ func decodeWatermarks(b []byte) (node string, parts map[int32]int64, at int64, e
 	return node, parts, at, nil
 }
 
+// Seal requests: 'S', version 1, node ID. A node settling revoked Kafka
+// partitions asks every peer to seal its archive files, since the spans it
+// forwarded settle only once durable at their owners.
+func encodeSealRequest(node string) []byte {
+	b := []byte{'S', 1}
+	b = binary.AppendUvarint(b, uint64(len(node)))
+	return append(b, node...)
+}
+
+func decodeSealRequest(b []byte) (node string, ok bool) {
+	if len(b) < 2 || b[0] != 'S' || b[1] != 1 {
+		return "", false
+	}
+	n, k := binary.Uvarint(b[2:])
+	if k <= 0 || uint64(len(b)-2-k) != n {
+		return "", false
+	}
+	return string(b[2+k:]), true
+}
+
+// askSeal asks the peers, at most every sealAskInterval, to seal their
+// archive files.
+func (cn *clusterNode) askSeal() {
+	now := time.Now().UnixNano()
+	last := cn.sealAsk.Load()
+	if cn.ms == nil || now-last < int64(sealAskInterval) || !cn.sealAsk.CompareAndSwap(last, now) {
+		return
+	}
+	cn.ms.Broadcast(encodeSealRequest(cn.id))
+}
+
+// sealAskInterval spaces seal requests: each one closes every peer's open
+// files, and a short rebalance needs only a few.
+const sealAskInterval = 500 * time.Millisecond
+
+// onSealRequest seals this node's archive files for a peer, one seal at a
+// time; requests arriving meanwhile are served by it.
+func (cn *clusterNode) onSealRequest(from string) {
+	if cn.seal == nil || !cn.sealing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer cn.sealing.Store(false)
+		ctx, cancel := context.WithTimeout(cn.ctx, 10*time.Second)
+		defer cancel()
+		if err := cn.seal(ctx); err != nil && ctx.Err() == nil {
+			cn.log.Warn("sealing archive files for a peer", "node", from, "err", err)
+		}
+	}()
+}
+
 func (cn *clusterNode) onMessage(msg []byte) {
+	if node, ok := decodeSealRequest(msg); ok {
+		if node != cn.id {
+			cn.onSealRequest(node)
+		}
+		return
+	}
 	node, parts, at, err := decodeWatermarks(msg)
 	if err != nil || node == cn.id {
 		return

@@ -141,7 +141,7 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatalf("node exit after SIGTERM: %v", err)
 	}
 
-	if checkArchiveHasKept(t, dir, []*gen.Truth{truth}, 0.05) == 0 {
+	if dup, _ := checkArchiveHasKept(t, dir, []*gen.Truth{truth}, 0.05); dup == 0 {
 		t.Log("no duplicate rows before compaction")
 	}
 	out, err := tailsiftCmd("compact", "--archive", "file://"+dir, "--older-than", "1h").CombinedOutput()
@@ -149,7 +149,7 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatalf("tailsift compact: %v\n%s", err, out)
 	}
 	t.Logf("tailsift compact:\n%s", out)
-	if dup := checkArchiveHasKept(t, dir, []*gen.Truth{truth}, 0.05); dup != 0 {
+	if dup, _ := checkArchiveHasKept(t, dir, []*gen.Truth{truth}, 0.05); dup != 0 {
 		t.Fatalf("%d duplicate rows after compaction, want 0", dup)
 	}
 }
@@ -158,7 +158,7 @@ func TestCrashRecovery(t *testing.T) {
 // error and slow traces; ordinary traces whose trace-ID randomness passes
 // the 5% threshold) is archived with all its spans, and returns the number
 // of duplicate rows (a span archived more than once).
-func checkArchiveHasKept(t *testing.T, dir string, truths []*gen.Truth, p float64) (dupRows int) {
+func checkArchiveHasKept(t *testing.T, dir string, truths []*gen.Truth, p float64) (dupRows, allRows int) {
 	t.Helper()
 	prob, err := sampler.NewProbabilisticPolicy(p)
 	if err != nil {
@@ -172,7 +172,6 @@ func checkArchiveHasKept(t *testing.T, dir string, truths []*gen.Truth, p float6
 	}
 	type got struct{ distinct, rows int }
 	archived := map[[16]byte]got{}
-	allRows := 0
 	for rows.Next() {
 		var id string
 		var g got
@@ -219,5 +218,5 @@ func checkArchiveHasKept(t *testing.T, dir string, truths []*gen.Truth, p float6
 	if lost > 0 || split > 0 {
 		t.Fatalf("%d kept traces lost, %d incomplete", lost, split)
 	}
-	return dupRows
+	return dupRows, allRows
 }

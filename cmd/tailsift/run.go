@@ -353,6 +353,7 @@ func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
 			n.applyShare(n.sampler.Policy())
 		}
 		dispatch = n.cluster
+		p.kafka.LeaveFirst = true
 	}
 	if n.cluster == nil {
 		// A node alone forwards nothing; its forwarding series are
@@ -361,6 +362,14 @@ func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
 		router.NewRouteMetrics(reg)
 	}
 	p.kafka.Full = n.sampler.Full
+	// Before partitions move to another reader, what was decided from them
+	// is made durable: here, and on the peers spans were forwarded to.
+	p.kafka.Settle = func(ctx context.Context) {
+		if n.cluster != nil {
+			n.cluster.askSeal()
+		}
+		n.archive.Seal(ctx)
+	}
 	if n.consumer, err = router.NewConsumer(p.kafka, dispatch, router.NewMetrics(reg)); err != nil {
 		return nil, err
 	}
@@ -370,6 +379,9 @@ func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
 	n.archive, err = archive.New(context.Background(), p.archive, archive.NewMetrics(reg))
 	if err != nil {
 		return nil, fmt.Errorf("archive.url %s: %w", cfg.Archive.URL, err)
+	}
+	if n.cluster != nil {
+		n.cluster.seal = n.archive.Seal
 	}
 	if cfg.HTTP.Addr != "" {
 		if n.httpLn, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
@@ -469,6 +481,12 @@ func (n *node) run(ctx context.Context) error {
 	}
 	stopLeave := context.AfterFunc(ctx, func() {
 		if n.cluster != nil {
+			// The consumer first leaves the group (kafka.LeaveFirst), so
+			// the others read its partitions on while it hands over.
+			select {
+			case <-n.consumer.Left():
+			case <-time.After(n.cfg.GracePeriod / 2):
+			}
 			lctx, cancel := context.WithTimeout(context.Background(), n.cfg.GracePeriod/2)
 			n.cluster.leave(lctx)
 			cancel()
