@@ -219,7 +219,8 @@ func duckRows(t *testing.T, dir string) map[string]map[string]any {
 // every row the same, and both encodings give the same rows; composite
 // attributes are valid JSON, bytes base64, unknown enum values keep their
 // number, roots (an all-zero parent ID included) have parent_span_id = ”,
-// and a non-string service.name is rendered.
+// a non-string service.name is rendered (in trace_root_service too), and
+// the partition columns read as a DATE and a BIGINT.
 func TestArchiveContract(t *testing.T) {
 	byEncoding := map[string]map[string]map[string]any{}
 	// Yesterday, 05:30 UTC: an hour below 10, which a zero-padded
