@@ -7,7 +7,41 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tailsift/tailsift/bench/gen"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 )
+
+// layoutRecord returns a record of 20 error traces of three spans each,
+// whose trace IDs are marked with run.
+func layoutRecord(t *testing.T, run byte) []byte {
+	t.Helper()
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "layout")
+	ss := rs.ScopeSpans().AppendEmpty()
+	now := time.Now()
+	for i := range 20 {
+		for s := range 3 {
+			sp := ss.Spans().AppendEmpty()
+			sp.SetTraceID(pcommon.TraceID{0xab, run, byte(i)})
+			sp.SetSpanID(pcommon.SpanID{0xab, byte(s + 1)})
+			if s > 0 {
+				sp.SetParentSpanID(pcommon.SpanID{0xab, 1})
+			}
+			sp.SetName("op")
+			sp.SetStartTimestamp(pcommon.NewTimestampFromTime(now.Add(time.Duration(s) * time.Millisecond)))
+			sp.SetEndTimestamp(pcommon.NewTimestampFromTime(now.Add(10 * time.Millisecond)))
+			sp.Status().SetCode(ptrace.StatusCodeError)
+		}
+	}
+	b, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
 
 // TestMixedHourLayouts: an archive holding partitions of the older
 // zero-padded layout (hour=01) beside current ones (hour=1), some hours
@@ -16,15 +50,15 @@ import (
 // with hive_partitioning = true alone types hour as BIGINT and reads every
 // span once.
 func TestMixedHourLayouts(t *testing.T) {
-	// Three demo archives of different traces: a, b and c.
+	// Three archives of different traces, a, b and c, each written by a
+	// node.
 	runs := map[string][]string{}
-	for seed, name := range []string{"a", "b", "c"} {
-		dir := t.TempDir()
-		var out strings.Builder
-		if err := cmdDemo(t.Context(), []string{"--dir", dir, "--traces", "150", "--seed", itoa(seed + 1)}, &out, testLogWriter{t}); err != nil {
-			t.Fatalf("demo: %v\n%s", err, out.String())
-		}
+	for i, name := range []string{"a", "b", "c"} {
+		_, dir, _ := runRecords(t, gen.EncodingProto, 0, [][]byte{layoutRecord(t, byte(i+1))})
 		runs[name] = parquetFiles(t, dir)
+		if len(runs[name]) == 0 {
+			t.Fatalf("run %s archived no files", name)
+		}
 	}
 	// The latest hour before 10:00 that compaction's default --older-than
 	// (2h) lets it take, and an hour long past retention's 30 days.
