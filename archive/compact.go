@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -31,6 +32,9 @@ type CompactResult struct {
 // Compact merges the files of one finished partition into large files
 // sorted by trace and start time, dropping duplicate spans (the same
 // trace_id and span_id, which at-least-once delivery can archive twice).
+// The files of both forms of the partition (hour=6 and the zero-padded
+// hour=06 of older archives) are merged together into part.Prefix, the
+// unpadded form, so the hour's spans end up once, in one place.
 //
 // Rows are merged, not loaded: every row group is already sorted by
 // trace_id, so a k-way merge streams them with a few thousand rows per row
@@ -42,22 +46,31 @@ type CompactResult struct {
 // either the old files or the new ones. Object storage has no such rename:
 // there the new files are uploaded first and the old ones deleted after, so
 // a reader may briefly see both (never neither); DISTINCT trace_id, span_id
-// reads are unaffected.
+// reads are unaffected. Files under the padded form are deleted after the
+// switch, so there too a reader may briefly see both.
 func Compact(ctx context.Context, st Store, part Partition, targetBytes int64, node string) (CompactResult, error) {
-	res := CompactResult{Partition: part.Prefix, FilesBefore: len(part.Keys)}
-	var inputs []Object
-	objs, err := st.List(ctx, part.Prefix)
-	if err != nil {
-		return res, err
+	res := CompactResult{Partition: part.String(), FilesBefore: len(part.Keys)}
+	prefixes := part.Prefixes
+	if len(prefixes) == 0 {
+		prefixes = []string{part.Prefix}
 	}
-	for _, o := range objs {
-		if strings.HasSuffix(o.Key, ".parquet") && !strings.Contains(strings.TrimPrefix(o.Key, part.Prefix), "/") {
-			inputs = append(inputs, o)
-			res.BytesBefore += o.Size
+	var inputs []Object
+	var inputKeys []string
+	for _, prefix := range prefixes {
+		objs, err := st.List(ctx, prefix)
+		if err != nil {
+			return res, err
+		}
+		for _, o := range objs {
+			if strings.HasSuffix(o.Key, ".parquet") && !strings.Contains(strings.TrimPrefix(o.Key, prefix), "/") {
+				inputs = append(inputs, o)
+				inputKeys = append(inputKeys, o.Key)
+				res.BytesBefore += o.Size
+			}
 		}
 	}
 	res.FilesBefore = len(inputs)
-	if len(inputs) == 0 || len(inputs) == 1 && strings.HasPrefix(path.Base(inputs[0].Key), "part-compact-") {
+	if len(inputs) == 0 || isCompact(part.Prefix, inputKeys) {
 		res.Skipped = "already compact"
 		return res, nil
 	}
@@ -80,28 +93,37 @@ func Compact(ctx context.Context, st Store, part Partition, targetBytes int64, n
 			res.BytesAfter += fi.Size()
 		}
 	}
-	oldKeys := make([]string, len(inputs))
-	for i, o := range inputs {
-		oldKeys[i] = o.Key
-	}
 	if ds, ok := st.(*dirStore); ok {
-		return res, ds.swapPartition(part.Prefix, outputs, oldKeys)
+		var here, padded []string
+		for _, k := range inputKeys {
+			if strings.HasPrefix(k, part.Prefix) {
+				here = append(here, k)
+			} else {
+				padded = append(padded, k)
+			}
+		}
+		if err := ds.swapPartition(part.Prefix, outputs, here); err != nil {
+			return res, err
+		}
+		return res, st.Delete(ctx, padded...)
 	}
 	for _, f := range outputs {
 		if err := st.Put(ctx, part.Prefix+filepath.Base(f), f); err != nil {
 			return res, fmt.Errorf("uploading %s: %w", filepath.Base(f), err)
 		}
 	}
-	return res, st.Delete(ctx, oldKeys...)
+	return res, st.Delete(ctx, inputKeys...)
 }
 
 // swapPartition exchanges the partition directory with one holding the
 // compacted files plus any file that appeared since compaction listed it.
+// A partition directory that does not exist yet (its files were all under
+// the padded form) is created by the same rename.
 func (d *dirStore) swapPartition(prefix string, outputs, oldKeys []string) error {
 	dir := filepath.Join(d.dir, filepath.FromSlash(strings.TrimSuffix(prefix, "/")))
 	next := filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".compact")
 	os.RemoveAll(next)
-	if err := os.Mkdir(next, 0o755); err != nil {
+	if err := os.MkdirAll(next, 0o755); err != nil {
 		return err
 	}
 	for _, f := range outputs {
@@ -115,6 +137,15 @@ func (d *dirStore) swapPartition(prefix string, outputs, oldKeys []string) error
 		old[path.Base(k)] = true
 	}
 	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := syncDir(next); err != nil {
+			return err
+		}
+		if err := os.Rename(next, dir); err != nil {
+			return err
+		}
+		return syncDir(filepath.Dir(dir))
+	}
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,11 @@ package archive
 
 import (
 	"context"
+	"encoding/hex"
+	"errors"
+	"io/fs"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -155,5 +159,103 @@ func archiveKept(t *testing.T, cfg Config, batch []*sampler.Kept) {
 	close(in)
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCompactMergesHourForms: an hour whose files are partly under the
+// zero-padded hour=04 of older archives and partly under hour=4, with
+// spans archived under both, is listed as one partition and compacted into
+// hour=4 alone, each span once; lookups find the trace in either form.
+func TestCompactMergesHourForms(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2026, 2, 3, 4, 10, 0, 0, time.UTC)
+	var src sampler.Pending
+	cfg := Config{URL: "file://" + dir, RollBytes: 1 << 20, RowGroupBytes: 64 << 10}
+	// An older node archived padded and first; this one archived fresh and
+	// first again, as after a crash.
+	first := randomKept(t, rand.New(rand.NewPCG(8, 9)), 200, start, &src)
+	archiveKept(t, cfg, first)
+	padded, unpadded := filepath.Join(dir, "dt=2026-02-03", "hour=04"), filepath.Join(dir, "dt=2026-02-03", "hour=4")
+	if err := os.Rename(unpadded, padded); err != nil {
+		t.Fatal(err)
+	}
+	fresh := randomKept(t, rand.New(rand.NewPCG(10, 11)), 200, start, &src)
+	archiveKept(t, cfg, append(fresh, randomKept(t, rand.New(rand.NewPCG(8, 9)), 200, start, &src)...))
+
+	ctx := context.Background()
+	st, _ := OpenStore(ctx, "file://"+dir, S3Config{})
+	parts, err := Partitions(ctx, st)
+	if err != nil || len(parts) != 1 {
+		t.Fatalf("partitions %v, %v; want one", parts, err)
+	}
+	p := parts[0]
+	want := []string{"dt=2026-02-03/hour=04/", "dt=2026-02-03/hour=4/"}
+	if p.Prefix != "dt=2026-02-03/hour=4/" || !slices.Equal(p.Prefixes, want) || !p.Hour.Equal(start.Truncate(time.Hour)) {
+		t.Fatalf("partition %+v", p)
+	}
+	oldID, newID := hex.EncodeToString(first[0].ID[:]), hex.EncodeToString(fresh[0].ID[:])
+	for _, id := range []string{oldID, newID} {
+		rows, _, err := FindTrace(ctx, st, id, PartitionPrefixes(start, start))
+		if err != nil || len(rows) != 4 && id == newID || len(rows) != 8 && id == oldID {
+			t.Fatalf("lookup of %s before compaction: %d rows, %v", id, len(rows), err)
+		}
+	}
+
+	res, err := Compact(ctx, st, p, 0, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Duplicates != 800 || res.Rows != 1600 || res.FilesAfter != 1 {
+		t.Fatalf("compaction: %+v; want 1600 rows kept, 800 duplicates", res)
+	}
+	if _, err := os.Stat(padded); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the padded partition is still there: %v", err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "dt=*", "hour=*", "*.parquet"))
+	if len(files) != 1 || filepath.Dir(files[0]) != unpadded || countRows(t, dir) != 1600 {
+		t.Fatalf("files after: %v, %d rows", files, countRows(t, dir))
+	}
+	for _, id := range []string{oldID, newID} {
+		rows, _, err := FindTrace(ctx, st, id, PartitionPrefixes(start, start))
+		if err != nil || len(rows) != 4 {
+			t.Fatalf("lookup of %s after compaction: %d rows, %v", id, len(rows), err)
+		}
+	}
+	parts, _ = Partitions(ctx, st)
+	if len(parts) != 1 || !parts[0].Compacted() {
+		t.Fatalf("after compaction: %+v", parts)
+	}
+}
+
+// TestCompactMovesPaddedHour: an hour archived only under the padded form
+// moves to the unpadded one, even when it is one compacted file already.
+func TestCompactMovesPaddedHour(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Date(2026, 2, 3, 7, 10, 0, 0, time.UTC)
+	var src sampler.Pending
+	archiveKept(t, Config{URL: "file://" + dir}, randomKept(t, rand.New(rand.NewPCG(1, 2)), 50, start, &src))
+	ctx := context.Background()
+	st, _ := OpenStore(ctx, "file://"+dir, S3Config{})
+	parts, _ := Partitions(ctx, st)
+	if _, err := Compact(ctx, st, parts[0], 0, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "dt=2026-02-03", "hour=7"), filepath.Join(dir, "dt=2026-02-03", "hour=07")); err != nil {
+		t.Fatal(err)
+	}
+	parts, _ = Partitions(ctx, st)
+	if len(parts) != 1 || parts[0].Compacted() {
+		t.Fatalf("a compacted file under hour=07 is not compact in the current layout: %+v", parts)
+	}
+	res, err := Compact(ctx, st, parts[0], 0, "t")
+	if err != nil || res.Skipped != "" || res.Rows != 200 {
+		t.Fatalf("compaction: %+v, %v", res, err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "dt=*", "hour=*", "*.parquet"))
+	if len(files) != 1 || !strings.Contains(files[0], filepath.Join("dt=2026-02-03", "hour=7", "part-compact-")) {
+		t.Fatalf("files after: %v", files)
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, "dt=2026-02-03")); len(left) != 1 {
+		t.Fatalf("left in dt=2026-02-03: %v", left)
 	}
 }

@@ -1,6 +1,9 @@
 // Package archive writes kept traces as Parquet files, one row per span,
-// under Hive-style partitions (dt=YYYY-MM-DD/hour=HH/), to a local directory
-// or to S3-compatible object storage.
+// under Hive-style partitions (dt=YYYY-MM-DD/hour=H/, the hour unpadded so
+// that Hive readers type it as an integer), to a local directory or to
+// S3-compatible object storage. Archives of earlier versions hold padded
+// hours (hour=06); the tools read both, and compaction moves an hour into the
+// unpadded form.
 //
 // The archive is an open data set: DuckDB, Spark and anything else that reads
 // Parquet query it directly, so the schema (schema.go, SCHEMA.md) uses only

@@ -24,11 +24,16 @@ type FindStats struct {
 }
 
 // PartitionPrefixes returns the partition prefixes ("dt=…/hour=…/") that
-// can hold traces started between from and to, newest first.
+// can hold traces started between from and to, newest first. An hour
+// before 10 has two: its own and the zero-padded one of older archives,
+// which stays until compaction moves its files.
 func PartitionPrefixes(from, to time.Time) []string {
 	var out []string
 	for t := to.UTC().Truncate(time.Hour); !t.Before(from.UTC().Truncate(time.Hour)); t = t.Add(-time.Hour) {
-		out = append(out, fmt.Sprintf("dt=%s/hour=%02d/", t.Format("2006-01-02"), t.Hour()))
+		out = append(out, partitionDir(t)+"/")
+		if padded := paddedDir(t); padded != partitionDir(t) {
+			out = append(out, padded+"/")
+		}
 	}
 	return out
 }

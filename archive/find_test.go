@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/hex"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -101,6 +104,45 @@ func TestFindTrace(t *testing.T) {
 	rows, _, err = FindTrace(context.Background(), st, "00000000000000000000000000000001", nil)
 	if err != nil || len(rows) != 0 {
 		t.Fatalf("absent trace: %d rows, %v", len(rows), err)
+	}
+}
+
+// TestPartitionPrefixes: an hour before 10 is looked up under both its
+// forms, the zero-padded one of older archives too.
+func TestPartitionPrefixes(t *testing.T) {
+	from := time.Date(2026, 5, 1, 9, 59, 0, 0, time.UTC)
+	got := PartitionPrefixes(from, from.Add(2*time.Hour))
+	want := []string{"dt=2026-05-01/hour=11/", "dt=2026-05-01/hour=10/", "dt=2026-05-01/hour=9/", "dt=2026-05-01/hour=09/"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("prefixes %q, want %q", got, want)
+	}
+}
+
+// TestPartitionsParsesBothForms: both forms of an hour are one partition;
+// names that only look like the layout are not partitions.
+func TestPartitionsParsesBothForms(t *testing.T) {
+	dir := t.TempDir()
+	for _, key := range []string{"dt=2026-05-01/hour=06/a.parquet", "dt=2026-05-01/hour=6/b.parquet", "dt=2026-05-01/hour=13/c.parquet",
+		"dt=2026-05-01/hour=006/d.parquet", "dt=2026-05-01/hour=24/e.parquet", "dt=2026-05-01/hour=6x/f.parquet"} {
+		p := filepath.Join(dir, filepath.FromSlash(key))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _ := OpenStore(context.Background(), "file://"+dir, S3Config{})
+	parts, err := Partitions(context.Background(), st)
+	if err != nil || len(parts) != 2 {
+		t.Fatalf("partitions %+v, %v; want 2", parts, err)
+	}
+	if p := parts[0]; p.Prefix != "dt=2026-05-01/hour=6/" || p.String() != "dt=2026-05-01/hour=06/ + dt=2026-05-01/hour=6/" ||
+		len(p.Keys) != 2 || p.Bytes != 2 {
+		t.Errorf("hour 6: %+v", p)
+	}
+	if p := parts[1]; p.Prefix != "dt=2026-05-01/hour=13/" || p.String() != p.Prefix || len(p.Keys) != 1 {
+		t.Errorf("hour 13: %+v", p)
 	}
 }
 

@@ -3,47 +3,106 @@ package archive
 import (
 	"context"
 	"fmt"
+	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 )
 
-// Partition is one dt=/hour= partition of the archive.
+// Partition is one hour of the archive. Its files are under
+// dt=YYYY-MM-DD/hour=H/, the hour unpadded so that Hive readers type the
+// column as an integer (DuckDB reads hour=06 as the string '06'), and, in
+// archives written before that, under the zero-padded hour=HH/. Tools read
+// both; compaction moves an hour's files into the unpadded form.
 type Partition struct {
-	Prefix string    // "dt=2026-11-23/hour=06/"
-	Hour   time.Time // start of the hour, UTC
-	Keys   []string
-	Bytes  int64
+	Prefix   string    // "dt=2026-11-23/hour=6/": where new and compacted files go
+	Prefixes []string  // the prefixes its files are under, sorted: Prefix, "dt=2026-11-23/hour=06/", or both
+	Hour     time.Time // start of the hour, UTC
+	Keys     []string
+	Bytes    int64
 }
 
-// Partitions lists the archive's partitions, oldest first. Objects outside
-// the dt=/hour= layout are ignored.
+// String names the directories the partition's files are in.
+func (p Partition) String() string {
+	if len(p.Prefixes) == 0 {
+		return p.Prefix
+	}
+	return strings.Join(p.Prefixes, " + ")
+}
+
+// Compacted reports whether the partition is one compacted file in the
+// current layout, which compaction has nothing to do for.
+func (p Partition) Compacted() bool {
+	var data []string
+	for _, k := range p.Keys {
+		if strings.HasSuffix(k, ".parquet") {
+			data = append(data, k)
+		}
+	}
+	return isCompact(p.Prefix, data)
+}
+
+// isCompact reports whether keys, the Parquet files of the partition
+// whose prefix is prefix, are one compacted file under that prefix.
+func isCompact(prefix string, keys []string) bool {
+	return len(keys) == 1 && strings.HasPrefix(keys[0], prefix) && strings.HasPrefix(path.Base(keys[0]), "part-compact-")
+}
+
+// partitionDir is the partition of hour, without the trailing slash.
+func partitionDir(hour time.Time) string {
+	return fmt.Sprintf("dt=%s/hour=%d", hour.Format("2006-01-02"), hour.Hour())
+}
+
+// paddedDir is the partition of hour in the zero-padded form of older
+// archives; for hours 10 to 23 it is the same as partitionDir.
+func paddedDir(hour time.Time) string {
+	return fmt.Sprintf("dt=%s/hour=%02d", hour.Format("2006-01-02"), hour.Hour())
+}
+
+// parsePartitionDir returns the hour of a partition directory in either
+// form ("dt=2026-11-23/hour=6" or "dt=2026-11-23/hour=06").
+func parsePartitionDir(dir string) (time.Time, bool) {
+	hour, err := time.Parse("dt=2006-01-02/hour=15", dir)
+	if err != nil || dir != partitionDir(hour) && dir != paddedDir(hour) {
+		return time.Time{}, false
+	}
+	return hour, true
+}
+
+// Partitions lists the archive's partitions, oldest first, each hour once
+// whichever of its two forms its files are under. Objects outside the
+// dt=/hour= layout are ignored.
 func Partitions(ctx context.Context, st Store) ([]Partition, error) {
 	objs, err := st.List(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	byPrefix := map[string]*Partition{}
+	byHour := map[time.Time]*Partition{}
 	for _, o := range objs {
 		parts := strings.SplitN(o.Key, "/", 3)
 		if len(parts) != 3 {
 			continue
 		}
-		hour, err := time.Parse("dt=2006-01-02/hour=15", parts[0]+"/"+parts[1])
-		if err != nil {
+		dir := parts[0] + "/" + parts[1]
+		hour, ok := parsePartitionDir(dir)
+		if !ok {
 			continue
 		}
-		prefix := parts[0] + "/" + parts[1] + "/"
-		p := byPrefix[prefix]
+		p := byHour[hour]
 		if p == nil {
-			p = &Partition{Prefix: prefix, Hour: hour}
-			byPrefix[prefix] = p
+			p = &Partition{Prefix: partitionDir(hour) + "/", Hour: hour}
+			byHour[hour] = p
+		}
+		if !slices.Contains(p.Prefixes, dir+"/") {
+			p.Prefixes = append(p.Prefixes, dir+"/")
+			slices.Sort(p.Prefixes)
 		}
 		p.Keys = append(p.Keys, o.Key)
 		p.Bytes += o.Size
 	}
-	out := make([]Partition, 0, len(byPrefix))
-	for _, p := range byPrefix {
+	out := make([]Partition, 0, len(byHour))
+	for _, p := range byHour {
 		out = append(out, *p)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Hour.Before(out[j].Hour) })
@@ -99,7 +158,7 @@ func PlanRetention(parts []Partition, maxAge time.Duration, maxBytes int64, now 
 func (p RetentionPlan) Apply(ctx context.Context, st Store, done func(Partition)) error {
 	for _, part := range p.Delete {
 		if err := st.Delete(ctx, part.Keys...); err != nil {
-			return fmt.Errorf("deleting %s: %w", part.Prefix, err)
+			return fmt.Errorf("deleting %s: %w", part, err)
 		}
 		if done != nil {
 			done(part)

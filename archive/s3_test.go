@@ -202,6 +202,71 @@ func TestS3StoreTools(t *testing.T) {
 	}
 }
 
+// TestS3StoreToolsPaddedHour: on object storage too, an hour partly under
+// the padded hour=04 of older archives is one partition, looked up under
+// both forms and compacted into hour=4 alone.
+func TestS3StoreToolsPaddedHour(t *testing.T) {
+	srv := s3test.Start(t)
+	cfg := S3Config{Endpoint: srv.Endpoint, PathStyle: true}
+	start := time.Date(2026, 2, 3, 4, 10, 0, 0, time.UTC)
+	r := rand.New(rand.NewPCG(3, 4))
+	var src sampler.Pending
+	var runs [][]*sampler.Kept
+	for run := 0; run < 2; run++ {
+		batch := randomKept(t, r, 200, start, &src)
+		runs = append(runs, batch)
+		archiveKept(t, Config{URL: srv.URL("spans"), SpoolDir: t.TempDir(), S3: cfg}, batch)
+	}
+	ctx := context.Background()
+	st, err := OpenStore(ctx, srv.URL("spans"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Move one run's file under the padded form.
+	objs, err := st.List(ctx, "dt=2026-02-03/hour=4/")
+	if err != nil || len(objs) != 2 {
+		t.Fatalf("objects %v, %v", objs, err)
+	}
+	ra, closer, err := st.Open(ctx, objs[0].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(io.NewSectionReader(ra, 0, objs[0].Size))
+	closer.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := filepath.Join(t.TempDir(), "f.parquet")
+	if err := os.WriteFile(local, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	moved := "dt=2026-02-03/hour=04/" + filepath.Base(objs[0].Key)
+	if err := st.Put(ctx, moved, local); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(ctx, objs[0].Key); err != nil {
+		t.Fatal(err)
+	}
+	parts := mustPartitions(t, st)
+	if len(parts) != 1 || len(parts[0].Prefixes) != 2 || len(parts[0].Keys) != 2 {
+		t.Fatalf("partitions %+v", parts)
+	}
+	// Each run's traces are in one file: one of these is under hour=04.
+	for _, id := range []string{hex.EncodeToString(runs[0][0].ID[:]), hex.EncodeToString(runs[1][0].ID[:])} {
+		rows, _, err := FindTrace(ctx, st, id, PartitionPrefixes(start, start))
+		if err != nil || len(rows) != 4 {
+			t.Fatalf("lookup of %s: %d rows, %v", id, len(rows), err)
+		}
+	}
+	res, err := Compact(ctx, st, parts[0], 0, "t")
+	if err != nil || res.FilesBefore != 2 || res.FilesAfter != 1 || res.Rows != 1600 {
+		t.Fatalf("compaction: %+v, %v", res, err)
+	}
+	if keys, _ := srv.Objects("spans"); len(keys) != 1 || !strings.HasPrefix(keys[0], "spans/dt=2026-02-03/hour=4/part-compact-") {
+		t.Fatalf("objects after compaction: %v", keys)
+	}
+}
+
 func mustPartitions(t *testing.T, st Store) []Partition {
 	t.Helper()
 	p, err := Partitions(context.Background(), st)

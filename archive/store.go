@@ -19,7 +19,7 @@ import (
 )
 
 // Object is a file in the archive. Key is relative to the archive root,
-// with forward slashes: "dt=2026-11-23/hour=06/part-….parquet".
+// with forward slashes: "dt=2026-11-23/hour=6/part-….parquet".
 type Object struct {
 	Key      string
 	Size     int64

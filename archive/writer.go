@@ -29,7 +29,7 @@ type Writer struct {
 	dir   string // where files are written: the archive (file://) or the spool (s3://)
 	m     *Metrics
 	log   *slog.Logger
-	files map[string]*openFile // by partition, e.g. "dt=2026-11-23/hour=06"
+	files map[string]*openFile // by partition, e.g. "dt=2026-11-23/hour=6"
 	rb    *rowBuilder
 	chunk *rowBatch // rows of held traces being written (writeHeld)
 
@@ -256,7 +256,7 @@ func (w *Writer) partitionOf(k *sampler.Kept) string {
 	t = t.UTC().Truncate(time.Hour)
 	if !t.Equal(w.partHour) || w.part == "" { // most traces start in the hour of the one before
 		w.partHour = t
-		w.part = fmt.Sprintf("dt=%s/hour=%02d", t.Format("2006-01-02"), t.Hour())
+		w.part = partitionDir(t)
 	}
 	return w.part
 }

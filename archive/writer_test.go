@@ -167,8 +167,8 @@ func TestWriterRoundTrip(t *testing.T) {
 	}
 
 	rows, files := readRows(t, dir)
-	if len(files) != 1 || !strings.Contains(files[0], filepath.Join("dt=2026-03-04", "hour=05", "part-n1-")) {
-		t.Fatalf("files = %v, want one under dt=2026-03-04/hour=05 named for the node", files)
+	if len(files) != 1 || !strings.Contains(files[0], filepath.Join("dt=2026-03-04", "hour=5", "part-n1-")) {
+		t.Fatalf("files = %v, want one under dt=2026-03-04/hour=5 named for the node", files)
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, "*", "*", ".*")); len(left) != 0 {
 		t.Fatalf("temporary files left: %v", left)

@@ -177,8 +177,10 @@ func (s *Scanner) Scope(si *otlpwire.ScopeInfo) {
 		Scope:             bytes.Clone(si.Scope),
 		ScopeSchemaURL:    string(si.ScopeSchemaURL),
 	}
-	if v, ok := otlpwire.FindAttr(si.Resource, 1, "service.name"); ok && v.Type == otlpwire.ValueString {
-		sc.Service = string(v.Str)
+	// Any type is rendered as text, as the archive's service_name is, so
+	// that a trace's root service agrees with its root span's service.
+	if v, ok := otlpwire.FindAttr(si.Resource, 1, "service.name"); ok {
+		sc.Service = v.String()
 	}
 	if len(s.scopes) >= maxScopes {
 		clear(s.scopes)

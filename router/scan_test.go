@@ -9,6 +9,7 @@ import (
 	"github.com/tailsift/tailsift/internal/otlpwire"
 	"github.com/tailsift/tailsift/internal/otlpwire/wiretest"
 	"github.com/tailsift/tailsift/sampler"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
@@ -33,6 +34,50 @@ func scopeMessage(t testing.TB, attrs [][2]string, scope string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestScannerServiceOfAnyType: a service.name that is not a string names
+// the service by its text form, as the archive's service_name renders it,
+// so a trace's root service is not empty where its root span's service is
+// not.
+func TestScannerServiceOfAnyType(t *testing.T) {
+	sc, err := NewScanner(EncodingProto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		put  func(m pcommon.Map)
+		want string
+	}{
+		{"int", func(m pcommon.Map) { m.PutInt("service.name", 42) }, "42"},
+		{"bool", func(m pcommon.Map) { m.PutBool("service.name", true) }, "true"},
+		{"double", func(m pcommon.Map) { m.PutDouble("service.name", 1.5) }, "1.5"},
+		{"array", func(m pcommon.Map) { m.PutEmptySlice("service.name").AppendEmpty().SetStr("a") }, `["a"]`},
+		{"string", func(m pcommon.Map) { m.PutStr("service.name", "checkout") }, "checkout"},
+		{"absent", func(m pcommon.Map) { m.PutStr("host.name", "h") }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			td := ptrace.NewTraces()
+			rs := td.ResourceSpans().AppendEmpty()
+			tc.put(rs.Resource().Attributes())
+			sp := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+			sp.SetTraceID([16]byte{1})
+			sp.SetSpanID([8]byte{1})
+			msg, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var src sampler.Pending
+			items, err := sc.Scan(msg, &src)
+			if err != nil || len(items) != 1 {
+				t.Fatalf("scan: %d items, %v", len(items), err)
+			}
+			if got := items[0].Span.Scope.Service; got != tc.want {
+				t.Errorf("service %q, want %q", got, tc.want)
+			}
+		})
+	}
 }
 
 // TestScannerInternsScopes: spans under the same resource and scope, in any

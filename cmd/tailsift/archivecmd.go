@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"strings"
 	"time"
 
@@ -198,12 +197,12 @@ func cmdRetention(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *dryRun {
 		verb = "would delete"
 		for i, p := range plan.Delete {
-			fmt.Fprintf(stdout, "%s %s (%d files, %s): %s\n", verb, p.Prefix, len(p.Keys), archive.FormatBytes(p.Bytes), why(i))
+			fmt.Fprintf(stdout, "%s %s (%d files, %s): %s\n", verb, p, len(p.Keys), archive.FormatBytes(p.Bytes), why(i))
 		}
 	} else {
 		i := 0
 		err = plan.Apply(ctx, st, func(p archive.Partition) {
-			fmt.Fprintf(stdout, "%s %s (%d files, %s): %s\n", verb, p.Prefix, len(p.Keys), archive.FormatBytes(p.Bytes), why(i))
+			fmt.Fprintf(stdout, "%s %s (%d files, %s): %s\n", verb, p, len(p.Keys), archive.FormatBytes(p.Bytes), why(i))
 			i++
 		})
 		if err != nil {
@@ -248,26 +247,26 @@ func cmdCompact(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for _, p := range parts {
 		if why := compactSkip(p, cutoff, olderThan.text); why != "" {
 			skipped++
-			fmt.Fprintf(stdout, "skipped %s (%d files, %s): %s\n", p.Prefix, len(p.Keys), archive.FormatBytes(p.Bytes), why)
+			fmt.Fprintf(stdout, "skipped %s (%d files, %s): %s\n", p, len(p.Keys), archive.FormatBytes(p.Bytes), why)
 			continue
 		}
 		if *dryRun {
 			done++
-			fmt.Fprintf(stdout, "would compact %s (%d files, %s)\n", p.Prefix, len(p.Keys), archive.FormatBytes(p.Bytes))
+			fmt.Fprintf(stdout, "would compact %s (%d files, %s)\n", p, len(p.Keys), archive.FormatBytes(p.Bytes))
 			continue
 		}
 		res, err := archive.Compact(ctx, st, p, size, host)
 		if err != nil {
-			return fmt.Errorf("compacting %s: %w", p.Prefix, err)
+			return fmt.Errorf("compacting %s: %w", p, err)
 		}
 		if res.Skipped != "" {
 			skipped++
-			fmt.Fprintf(stdout, "skipped %s: %s\n", p.Prefix, res.Skipped)
+			fmt.Fprintf(stdout, "skipped %s: %s\n", p, res.Skipped)
 			continue
 		}
 		done++
 		fmt.Fprintf(stdout, "compacted %s: %d files (%s) → %d (%s), %d rows, %d duplicate spans removed\n",
-			p.Prefix, res.FilesBefore, archive.FormatBytes(res.BytesBefore), res.FilesAfter,
+			p, res.FilesBefore, archive.FormatBytes(res.BytesBefore), res.FilesAfter,
 			archive.FormatBytes(res.BytesAfter), res.Rows, res.Duplicates)
 	}
 	verb := "compacted"
@@ -295,7 +294,7 @@ func compactSkip(p archive.Partition, cutoff time.Time, olderThan string) string
 	if len(data) == 0 {
 		return "no Parquet files"
 	}
-	if len(data) == 1 && strings.HasPrefix(path.Base(data[0]), "part-compact-") {
+	if p.Compacted() {
 		return "already compact (one compacted file)"
 	}
 	return ""

@@ -219,10 +219,13 @@ func duckRows(t *testing.T, dir string) map[string]map[string]any {
 // every row the same, and both encodings give the same rows; composite
 // attributes are valid JSON, bytes base64, unknown enum values keep their
 // number, roots (an all-zero parent ID included) have parent_span_id = ”,
-// and a non-string service.name is rendered.
+// a non-string service.name is rendered (in trace_root_service too), and
+// the partition columns read as a DATE and a BIGINT.
 func TestArchiveContract(t *testing.T) {
 	byEncoding := map[string]map[string]map[string]any{}
-	start := time.Now().Add(-time.Minute)
+	// Yesterday, 05:30 UTC: an hour below 10, which a zero-padded
+	// partition (hour=05) would give DuckDB as text.
+	start := time.Now().UTC().Truncate(24 * time.Hour).Add(-24*time.Hour + 5*time.Hour + 30*time.Minute)
 	for _, enc := range []string{gen.EncodingProto, gen.EncodingJSON} {
 		_, dir, _ := runRecords(t, enc, 0, contractRecords(t, enc, start))
 		duck := duckRows(t, dir)
@@ -247,7 +250,7 @@ func TestArchiveContract(t *testing.T) {
 				t.Errorf("%s: hyparquet read %d columns, DuckDB %d", enc, len(h), len(d))
 			}
 		}
-		checkContract(t, enc, dir)
+		checkContract(t, enc, dir, start)
 		byEncoding[enc] = duck
 	}
 	// Both encodings archive the same rows, but for when they were decided.
@@ -261,8 +264,9 @@ func TestArchiveContract(t *testing.T) {
 	}
 }
 
-// checkContract checks the archive in dir with DuckDB's own functions.
-func checkContract(t *testing.T, enc, dir string) {
+// checkContract checks the archive in dir, of the contract traces started
+// at start, with DuckDB's own functions.
+func checkContract(t *testing.T, enc, dir string, start time.Time) {
 	t.Helper()
 	db := openDuckDB(t)
 	from := fmt.Sprintf(`read_parquet('%s/**/*.parquet', hive_partitioning = true)`, dir)
@@ -286,18 +290,29 @@ func checkContract(t *testing.T, enc, dir string) {
 	if composite != 2*5 || invalid != 0 {
 		t.Errorf("%s: %d composite attribute values, %d of them not valid JSON", enc, composite, invalid)
 	}
-	var str, b, i, imax, d, dbig, bytes, empty, arr, obj, svc, kind, status string
+	var str, b, i, imax, d, dbig, bytes, empty, arr, obj, svc, rootSvc, kind, status string
 	query(`SELECT attributes['str'], attributes['bool'], attributes['int'], attributes['int.max'], attributes['double'],
 			attributes['double.big'], attributes['bytes'], attributes['empty'], attributes['arr'], attributes['map'],
-			service_name, kind, status_code
-		FROM ARCHIVE WHERE span_id = 'c001000000000000'`, &str, &b, &i, &imax, &d, &dbig, &bytes, &empty, &arr, &obj, &svc, &kind, &status)
+			service_name, trace_root_service, kind, status_code
+		FROM ARCHIVE WHERE span_id = 'c001000000000000'`, &str, &b, &i, &imax, &d, &dbig, &bytes, &empty, &arr, &obj, &svc, &rootSvc, &kind, &status)
 	want := []string{"say \"hi\"\\\n\t\x01", "true", "-42", "9223372036854775807", "0.25", "1e+21", "AQID", "",
 		`["a\"b` + "\x7f" + `",1,false,1.5,"/w==",null,["nested"],{"k":"v"}]`,
-		`{"k":"v","n":{"x":1.5},"none":[],"ctl\u0002":"` + "\u2028" + `"}`, "42", "99", "7"}
-	for j, got := range []string{str, b, i, imax, d, dbig, bytes, empty, arr, obj, svc, kind, status} {
+		`{"k":"v","n":{"x":1.5},"none":[],"ctl\u0002":"` + "\u2028" + `"}`, "42", "42", "99", "7"}
+	for j, got := range []string{str, b, i, imax, d, dbig, bytes, empty, arr, obj, svc, rootSvc, kind, status} {
 		if got != want[j] {
 			t.Errorf("%s: root span value %d = %q, want %q", enc, j, got, want[j])
 		}
+	}
+	// The partition columns are typed for comparison with plain values:
+	// hour a number (an unpadded hour=6), dt a date.
+	var hourType, dtType string
+	var inHour int
+	hour := start.UTC()
+	query(fmt.Sprintf(`SELECT any_value(typeof(hour)), any_value(typeof(dt)), count(*) FILTER (WHERE dt = DATE '%s' AND hour = %d)
+		FROM ARCHIVE`, hour.Format("2006-01-02"), hour.Hour()), &hourType, &dtType, &inHour)
+	if hourType != "BIGINT" || dtType != "DATE" || inHour != 3 {
+		t.Errorf("%s: hour is %s, dt %s; %d rows with dt = DATE '%s' AND hour = %d, want BIGINT, DATE, 3",
+			enc, hourType, dtType, inHour, hour.Format("2006-01-02"), hour.Hour())
 	}
 	var roots string
 	query(`SELECT string_agg(span_id, ',' ORDER BY span_id) FROM ARCHIVE WHERE parent_span_id = ''`, &roots)
