@@ -1,0 +1,150 @@
+package router
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tailsift/tailsift/router/broker"
+	"github.com/tailsift/tailsift/sampler"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// holder is a Dispatcher whose spans wait, as spans wait for their trace's
+// quiet period: it keeps them all unsettled, so nothing is committed, and
+// counts how often each span arrives.
+type holder struct {
+	mu    sync.Mutex
+	seen  map[string]int
+	dups  int
+	total int
+}
+
+func (h *holder) Add(_ context.Context, items []sampler.Item) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, it := range items {
+		k := string(it.Span.Raw)
+		h.seen[k]++
+		if h.seen[k] > 1 {
+			h.dups++
+		}
+		h.total++
+	}
+	return nil
+}
+
+func (h *holder) counts() (total, distinct, dups int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.total, len(h.seen), h.dups
+}
+
+// TestPartitionsBackNotReread checks that partitions which leave a node in
+// a rebalance and come back to it before anyone commits past them are not
+// read again: the node still holds their spans, unsettled, and a second
+// copy would be counted and archived twice.
+func TestPartitionsBackNotReread(t *testing.T) {
+	const topic, parts, perPart = "spans", 4, 50
+	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", Topic: topic, Partitions: parts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	now := uint64(time.Now().UnixNano())
+	n := 0
+	produce := func(count int) {
+		t.Helper()
+		var recs []*kgo.Record
+		for p := int32(0); p < parts; p++ {
+			for i := 0; i < count; i++ {
+				n++
+				id := []byte{byte(n >> 8), byte(n), 1, 2, 3, 4, 5, 6}
+				span := rawSpan{traceID: append(id[:8:8], id...), spanID: id, start: now, end: now + 1}
+				recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Value: message(span)})
+			}
+		}
+		if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(perPart)
+
+	h := &holder{seen: map[string]int{}}
+	cfg := Config{Brokers: []string{b.Addr()}, Topic: topic, Group: "g", CommitInterval: 200 * time.Millisecond,
+		FetchMaxWait: 200 * time.Millisecond, SessionTimeout: 6 * time.Second, RebalanceTimeout: 10 * time.Second}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics(nil)
+	c, err := NewConsumer(cfg, h, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Run(runCtx, nil, 0)
+	}()
+	defer func() { stop(); <-done }()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			if ctx.Err() != nil {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("the first records", func() bool { _, distinct, _ := h.counts(); return distinct == n })
+
+	// A second member joins, takes some partitions without reading or
+	// committing, and leaves: they come back.
+	took := make(chan struct{}, 1)
+	other, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.ConsumerGroup("g"), kgo.ConsumeTopics(topic),
+		kgo.DisableAutoCommit(), kgo.SessionTimeout(6*time.Second), kgo.RebalanceTimeout(10*time.Second),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) {
+			if len(a[topic]) > 0 {
+				select {
+				case took <- struct{}{}:
+				default:
+				}
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for ctx.Err() == nil && !other.PollFetches(ctx).IsClientClosed() {
+		}
+	}()
+	select {
+	case <-took:
+	case <-ctx.Done():
+		t.Fatal("the second member got no partitions")
+	}
+	waitFor("the node to give partitions up", func() bool { return c.assigned.Load() < parts })
+	other.Close()
+	waitFor("the partitions to come back", func() bool { return c.assigned.Load() == parts })
+
+	// Records written now are read after any re-read of the earlier ones.
+	produce(1)
+	waitFor("the last records", func() bool { _, distinct, _ := h.counts(); return distinct == n })
+	total, _, dups := h.counts()
+	if dups != 0 || total != n {
+		t.Errorf("spans handed over: %d for %d produced, %d of them again", total, n, dups)
+	}
+	if got := testutil.ToFloat64(m.spans); got != float64(n) {
+		t.Errorf("spans received: %v, want %d", got, n)
+	}
+}
