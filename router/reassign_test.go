@@ -12,6 +12,23 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
+// startBroker starts an embedded broker with topic and a producer that
+// writes to the partition each record names; both close with the test.
+func startBroker(t *testing.T, topic string, parts int32) (*broker.Broker, *kgo.Client) {
+	t.Helper()
+	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", Topic: topic, Partitions: parts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	prod, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	return b, prod
+}
+
 // holder is a Dispatcher whose spans wait, as spans wait for their trace's
 // quiet period: it keeps them all unsettled, so nothing is committed, and
 // counts how often each span arrives.
@@ -48,16 +65,7 @@ func (h *holder) counts() (total, distinct, dups int) {
 // copy would be counted and archived twice.
 func TestPartitionsBackNotReread(t *testing.T) {
 	const topic, parts, perPart = "spans", 4, 50
-	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", Topic: topic, Partitions: parts})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	prod, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
+	b, prod := startBroker(t, topic, parts)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	now := uint64(time.Now().UnixNano())
