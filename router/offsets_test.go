@@ -9,12 +9,7 @@ import (
 
 func TestTrackerCommitsOnlySettledPrefix(t *testing.T) {
 	tr := newTracker("t")
-	var recs []*tracked
-	for off := int64(10); off < 15; off++ {
-		r := tr.track(0, off, 0)
-		r.Add(2)
-		recs = append(recs, r)
-	}
+	recs := trackRange(tr, 10, 15, 2)
 	commitAt := func() int64 {
 		tr.advance()
 		c := tr.commitable()
@@ -88,12 +83,7 @@ func TestUnsettledGaugesForgetRevokedPartitions(t *testing.T) {
 // it, the tracker starts over.
 func TestTrackerHeldPartitionComesBack(t *testing.T) {
 	tr := newTracker("t")
-	var recs []*tracked
-	for off := int64(10); off < 15; off++ {
-		r := tr.track(0, off, 0)
-		r.Add(1)
-		recs = append(recs, r)
-	}
+	recs := trackRange(tr, 10, 15, 1)
 	recs[0].Done()
 	tr.advance()
 	tr.hold([]int32{0})
@@ -133,4 +123,16 @@ func TestTrackerHeldPartitionComesBack(t *testing.T) {
 	if _, n := tr.unsettled(0); n != 1 {
 		t.Fatalf("unsettled = %d, want 1", n)
 	}
+}
+
+// trackRange tracks the records from offset from to to (exclusive) of
+// partition 0, each with spans spans in flight.
+func trackRange(tr *tracker, from, to int64, spans int) []*tracked {
+	var recs []*tracked
+	for off := from; off < to; off++ {
+		r := tr.track(0, off, 0)
+		r.Add(spans)
+		recs = append(recs, r)
+	}
+	return recs
 }
