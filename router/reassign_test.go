@@ -9,7 +9,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tailsift/tailsift/router/broker"
 	"github.com/tailsift/tailsift/sampler"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // startBroker starts an embedded broker with topic and a producer that
@@ -59,11 +61,18 @@ func (h *holder) counts() (total, distinct, dups int) {
 	return h.total, len(h.seen), h.dups
 }
 
-// TestPartitionsBackNotReread checks that partitions which leave a node in
-// a rebalance and come back to it before anyone commits past them are not
-// read again: the node still holds their spans, unsettled, and a second
-// copy would be counted and archived twice.
+// TestPartitionsBackNotReread checks that partitions which leave a node
+// and come back to it before anyone commits past them are not read again:
+// the node still holds their spans, unsettled, and a second copy would be
+// counted and archived twice. They leave in a rebalance (a second member
+// joins, takes some, and leaves without reading or committing), or all at
+// once when the broker forgets the node's session.
 func TestPartitionsBackNotReread(t *testing.T) {
+	t.Run("rebalance", func(t *testing.T) { testPartitionsBack(t, false) })
+	t.Run("lost session", func(t *testing.T) { testPartitionsBack(t, true) })
+}
+
+func testPartitionsBack(t *testing.T, lose bool) {
 	const topic, parts, perPart = "spans", 4, 50
 	b, prod := startBroker(t, topic, parts)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -116,10 +125,39 @@ func TestPartitionsBackNotReread(t *testing.T) {
 	}
 	waitFor("the first records", func() bool { _, distinct, _ := h.counts(); return distinct == n })
 
-	// A second member joins, takes some partitions without reading or
-	// committing, and leaves: they come back.
+	if lose {
+		// The next heartbeat is answered as from a member the group does
+		// not know: the client drops its partitions and joins again.
+		b.Cluster().ControlKey(int16(kmsg.Heartbeat), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			resp := req.(*kmsg.HeartbeatRequest).ResponseKind().(*kmsg.HeartbeatResponse)
+			resp.ErrorCode = kerr.UnknownMemberID.Code
+			return resp, nil, true
+		})
+		waitFor("the node to lose its partitions", func() bool { return c.assigned.Load() < parts })
+	} else {
+		takeAndLeave(ctx, t, b.Addr(), topic)
+		waitFor("the node to give partitions up", func() bool { return c.assigned.Load() < parts })
+	}
+	waitFor("the partitions to come back", func() bool { return c.assigned.Load() == parts })
+
+	// Records written now are read after any re-read of the earlier ones.
+	produce(1)
+	waitFor("the last records", func() bool { _, distinct, _ := h.counts(); return distinct == n })
+	total, _, dups := h.counts()
+	if dups != 0 || total != n {
+		t.Errorf("spans handed over: %d for %d produced, %d of them again", total, n, dups)
+	}
+	if got := testutil.ToFloat64(m.spans); got != float64(n) {
+		t.Errorf("spans received: %v, want %d", got, n)
+	}
+}
+
+// takeAndLeave joins the group as a second member, waits until it has
+// partitions of topic, and leaves without reading or committing.
+func takeAndLeave(ctx context.Context, t *testing.T, addr, topic string) {
+	t.Helper()
 	took := make(chan struct{}, 1)
-	other, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.ConsumerGroup("g"), kgo.ConsumeTopics(topic),
+	other, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumerGroup("g"), kgo.ConsumeTopics(topic),
 		kgo.DisableAutoCommit(), kgo.SessionTimeout(6*time.Second), kgo.RebalanceTimeout(10*time.Second),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, a map[string][]int32) {
 			if len(a[topic]) > 0 {
@@ -132,6 +170,7 @@ func TestPartitionsBackNotReread(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer other.Close()
 	go func() {
 		for ctx.Err() == nil && !other.PollFetches(ctx).IsClientClosed() {
 		}
@@ -140,19 +179,5 @@ func TestPartitionsBackNotReread(t *testing.T) {
 	case <-took:
 	case <-ctx.Done():
 		t.Fatal("the second member got no partitions")
-	}
-	waitFor("the node to give partitions up", func() bool { return c.assigned.Load() < parts })
-	other.Close()
-	waitFor("the partitions to come back", func() bool { return c.assigned.Load() == parts })
-
-	// Records written now are read after any re-read of the earlier ones.
-	produce(1)
-	waitFor("the last records", func() bool { _, distinct, _ := h.counts(); return distinct == n })
-	total, _, dups := h.counts()
-	if dups != 0 || total != n {
-		t.Errorf("spans handed over: %d for %d produced, %d of them again", total, n, dups)
-	}
-	if got := testutil.ToFloat64(m.spans); got != float64(n) {
-		t.Errorf("spans received: %v, want %d", got, n)
 	}
 }
