@@ -316,14 +316,15 @@ func (c *Consumer) onAssigned(_ context.Context, _ *kgo.Client, assigned map[str
 
 // onRevoked settles and commits what was read from the revoked partitions
 // before the group hands them to another member; what is still unsettled
-// will be re-read there.
+// will be re-read there, or not at all if they come back here first (see
+// tracker.hold).
 func (c *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 	parts := revoked[c.cfg.Topic]
 	c.settleRevoked(ctx, parts)
 	c.wm.revoke(parts)
 	c.track.advance()
 	c.commit(ctx)
-	c.track.forget(parts)
+	c.track.hold(parts)
 	c.resumeForgotten(parts)
 	c.assigned.Add(-int32(len(parts)))
 	c.cfg.Logger.Info("partitions revoked", "topic", c.cfg.Topic, "partitions", parts)
@@ -332,7 +333,7 @@ func (c *Consumer) onRevoked(ctx context.Context, cl *kgo.Client, revoked map[st
 func (c *Consumer) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	parts := lost[c.cfg.Topic]
 	c.wm.revoke(parts)
-	c.track.forget(parts)
+	c.track.hold(parts)
 	c.resumeForgotten(parts)
 	c.assigned.Add(-int32(len(parts)))
 	c.cfg.Logger.Warn("partitions lost", "topic", c.cfg.Topic, "partitions", parts)
@@ -483,15 +484,18 @@ func (c *Consumer) scanRecord(r *kgo.Record, now int64, batch []sampler.Item) []
 	c.records.Add(1)
 	c.m.records.Inc()
 	c.m.bytes.Add(float64(len(r.Value)))
-	rec := c.track.track(r.Partition, r.Offset, now)
-	reread := c.reread.has(r.Partition, r.Timestamp.UnixNano())
 	// The record's timestamp is when the producer (or the broker) wrote
 	// it: the input clock the sampler decides by. A clock ahead of ours is
 	// clamped to ours.
 	ts := min(r.Timestamp.UnixNano(), now)
-	rec.Pending.TS = ts
 	pp := c.polled[r.Partition]
 	c.polled[r.Partition] = readPos{offset: max(pp.offset, r.Offset), ts: max(pp.ts, ts)}
+	rec := c.track.track(r.Partition, r.Offset, now)
+	if rec == nil {
+		return batch // read before its partition left and came back
+	}
+	rec.Pending.TS = ts
+	reread := c.reread.has(r.Partition, r.Timestamp.UnixNano())
 	if c.guardSkips(r, &rec.Pending) {
 		return batch
 	}

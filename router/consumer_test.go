@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tailsift/tailsift/internal/otlpwire"
-	"github.com/tailsift/tailsift/router/broker"
 	"github.com/tailsift/tailsift/sampler"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -59,16 +58,7 @@ func message(spans ...rawSpan) []byte {
 // good spans around them all arrive, and every offset is committed.
 func TestConsumerSurvivesBadInput(t *testing.T) {
 	const topic, parts = "spans", 8
-	b, err := broker.Start(broker.Config{Addr: "127.0.0.1:0", Topic: topic, Partitions: parts})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	prod, err := kgo.NewClient(kgo.SeedBrokers(b.Addr()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
+	b, prod := startBroker(t, topic, parts)
 
 	now := uint64(time.Now().UnixNano())
 	id := func(n, size int, tag byte) []byte {

@@ -11,7 +11,10 @@
 // the archive. The offset tracker commits, per partition, only up to the
 // first record with an unsettled span, so a crash re-reads from Kafka every
 // span that was not safe; nothing is lost and duplicates are bounded by what
-// was in flight.
+// was in flight. A partition that leaves in a rebalance or a lost session
+// and comes back before anyone commits past what was read here resumes
+// where it was: the records read before are still in flight here, and are
+// not read a second time.
 //
 // Two guards keep bad input from costing spans. A wall of records that do
 // not scan (wall.go: the topic is not in the configured encoding) stops its

@@ -22,6 +22,11 @@ type partitionTrack struct {
 	// next is the offset to commit: every record before it is settled.
 	next      int64
 	committed int64 // last offset committed, -1 before the first commit
+	// first and end bound the offsets tracked, end one past the last.
+	first, end int64
+	// held: the partition was revoked or lost. Nothing is committed for
+	// it, but what was read stays known in case it comes back (see hold).
+	held bool
 }
 
 // tracker knows, per partition, how far the records are settled.
@@ -35,18 +40,62 @@ func newTracker(topic string) *tracker {
 	return &tracker{topic: topic, parts: make(map[int32]*partitionTrack)}
 }
 
-// track registers a polled record and returns the counter its spans settle.
+// track registers a polled record and returns the counter its spans settle,
+// or nil if the record was read here before its partition left and came
+// back: its spans are still on this node, and must not be handed over again.
 func (t *tracker) track(partition int32, offset int64, now int64) *tracked {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p := t.parts[partition]
+	if p != nil && p.held && !p.resume(offset) {
+		p = nil
+	}
 	if p == nil {
-		p = &partitionTrack{next: offset, committed: -1}
+		p = &partitionTrack{next: offset, committed: -1, first: offset, end: offset}
 		t.parts[partition] = p
 	}
+	if offset < p.end {
+		return nil
+	}
+	p.end = offset + 1
 	r := &tracked{offset: offset, seen: now}
 	p.recs = append(p.recs, r)
 	return r
+}
+
+// hold stops committing parts, revoked or lost, but keeps what was read
+// from them. The group restarts a partition at its committed offset, and
+// records are committed only once settled, which takes a quiet period and
+// an archive roll: a partition that comes back to this node would be read
+// again from there, and every span this node still holds counted and
+// archived twice.
+func (t *tracker) hold(parts []int32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, part := range parts {
+		if p := t.parts[part]; p != nil {
+			p.held = true
+		}
+	}
+}
+
+// resume takes back a held partition whose reading restarts at from, the
+// group's committed offset. It reports false when from is outside what was
+// read here: another member read past it, or the offset was reset, and what
+// this node holds no longer tells what comes next.
+func (p *partitionTrack) resume(from int64) bool {
+	if from < p.first || from > p.end {
+		return false
+	}
+	p.held = false
+	// Records before from are committed: another member settled them.
+	for p.head < len(p.recs) && p.recs[p.head].offset < from {
+		p.recs[p.head] = nil
+		p.head++
+	}
+	p.next = max(p.next, from)
+	p.committed = from
+	return true
 }
 
 // advance moves each partition's commit point past its settled prefix.
@@ -79,7 +128,7 @@ func (t *tracker) commitable() map[string]map[int32]kgo.EpochOffset {
 	defer t.mu.Unlock()
 	var out map[int32]kgo.EpochOffset
 	for part, p := range t.parts {
-		if p.next > p.committed {
+		if p.next > p.committed && !p.held {
 			if out == nil {
 				out = make(map[int32]kgo.EpochOffset)
 			}
@@ -126,6 +175,9 @@ func (t *tracker) unsettled(now int64) (map[int32]unsettled, int) {
 	out := make(map[int32]unsettled, len(t.parts))
 	total := 0
 	for part, p := range t.parts {
+		if p.held {
+			continue
+		}
 		u := unsettled{records: len(p.recs) - p.head}
 		if u.records > 0 {
 			u.oldest = time.Duration(now - p.recs[p.head].seen)

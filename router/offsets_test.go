@@ -9,12 +9,7 @@ import (
 
 func TestTrackerCommitsOnlySettledPrefix(t *testing.T) {
 	tr := newTracker("t")
-	var recs []*tracked
-	for off := int64(10); off < 15; off++ {
-		r := tr.track(0, off, 0)
-		r.Add(2)
-		recs = append(recs, r)
-	}
+	recs := trackRange(tr, 10, 15, 2)
 	commitAt := func() int64 {
 		tr.advance()
 		c := tr.commitable()
@@ -80,4 +75,64 @@ func TestUnsettledGaugesForgetRevokedPartitions(t *testing.T) {
 	if n := testutil.CollectAndCount(c.m.unsettledAge); n != 1 {
 		t.Fatalf("%d unsettled-age series after partition 3 was revoked, want 1", n)
 	}
+}
+
+// TestTrackerHeldPartitionComesBack: a revoked partition commits nothing;
+// back at an offset within what was read here, the records read before
+// are skipped and committing goes on from the group's offset; back past
+// it, the tracker starts over.
+func TestTrackerHeldPartitionComesBack(t *testing.T) {
+	tr := newTracker("t")
+	recs := trackRange(tr, 10, 15, 1)
+	recs[0].Done()
+	tr.advance()
+	tr.hold([]int32{0})
+	if c := tr.commitable(); c != nil {
+		t.Fatalf("held partition commits: %v", c)
+	}
+	if _, n := tr.unsettled(0); n != 0 {
+		t.Fatalf("held partition shows %d unsettled records", n)
+	}
+
+	// Back at the group's offset 10: 10..14 were read here already.
+	for off := int64(10); off < 15; off++ {
+		if r := tr.track(0, off, 0); r != nil {
+			t.Fatalf("offset %d handed over again", off)
+		}
+	}
+	if r := tr.track(0, 15, 0); r == nil {
+		t.Fatal("offset 15, never read, skipped")
+	}
+	if c := tr.commitable(); c == nil || c["t"][0].Offset != 11 {
+		t.Fatalf("after coming back: commit %v, want 11", c)
+	}
+	if _, n := tr.unsettled(0); n != 5 {
+		t.Fatalf("unsettled = %d, want 5 (11..15)", n)
+	}
+
+	// Held again, and back at 20: another member read past this node.
+	tr.hold([]int32{0})
+	r := tr.track(0, 20, 0)
+	if r == nil {
+		t.Fatal("offset 20 skipped")
+	}
+	r.Add(1)
+	if c := tr.commitable(); c == nil || c["t"][0].Offset != 20 {
+		t.Fatalf("after starting over: commit %v, want 20", c)
+	}
+	if _, n := tr.unsettled(0); n != 1 {
+		t.Fatalf("unsettled = %d, want 1", n)
+	}
+}
+
+// trackRange tracks the records from offset from to to (exclusive) of
+// partition 0, each with spans spans in flight.
+func trackRange(tr *tracker, from, to int64, spans int) []*tracked {
+	var recs []*tracked
+	for off := from; off < to; off++ {
+		r := tr.track(0, off, 0)
+		r.Add(spans)
+		recs = append(recs, r)
+	}
+	return recs
 }

@@ -300,7 +300,7 @@ func (c *Consumer) resumeForgotten(parts []int32) {
 func (t *tracker) committedOffset(p int32) int64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if pt := t.parts[p]; pt != nil {
+	if pt := t.parts[p]; pt != nil && !pt.held {
 		return pt.committed
 	}
 	return -1
