@@ -99,7 +99,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		consumed := n.consumer.Records()
 		line := fmt.Sprintf("consumed %d/%d messages · buffered %.0f traces · kept %.0f traces",
 			consumed, truth.Messages, buffered, sumCounter(n.reg, "tailsift_sampler_traces_decided_total", "decision", "keep"))
-		finished := consumed >= int64(truth.Messages) && buffered == 0
+		// Every span must have reached the sampler and been decided: a
+		// message counts as consumed when it is scanned, before its spans
+		// reach the shards.
+		decided := sumCounter(n.reg, "tailsift_sampler_spans_kept_total", "", "") + sumCounter(n.reg, "tailsift_sampler_spans_dropped_total", "", "")
+		finished := consumed >= int64(truth.Messages) && buffered == 0 && decided >= float64(truth.Spans)
 		switch {
 		case live:
 			fmt.Fprintf(stdout, "\r%s   ", line)
