@@ -164,8 +164,13 @@ type BudgetStats struct {
 	Probability [numClasses]float64
 }
 
-// NewBudget wraps inner with a cost cap. The cap starts with this node
-// holding the whole budget; call SetShare when the cluster's size is known.
+// NewBudget wraps inner with a cost cap reading time from clock (nil: the
+// wall clock). The cap starts with this node holding the whole budget; call
+// SetShare when the cluster's size is known.
+//
+// A node passes the sampler's completion clock, record time: the rate is
+// then per second of the traffic, so a backlog read at ten times real time
+// keeps what the same traffic would have kept live, rather than a tenth.
 func NewBudget(cfg BudgetConfig, inner Policy, clock Clock) (*Budget, error) {
 	var errs []string
 	if (cfg.SpansPerSecond > 0) == (cfg.BytesPerSecond > 0) {

@@ -53,7 +53,8 @@ type Config struct {
 	// is quiet when InputClock says so. The router's watermarks make this
 	// the slowest partition's progress, so a partition read late, or not
 	// at all for a while, holds decisions back instead of splitting
-	// traces. Nil means the wall clock.
+	// traces. Nil means the wall clock. The policies that measure time
+	// must read the same clock (see DecisionClock).
 	InputClock Clock
 	// QueueBatches is the depth, in batches, of each shard's input queue.
 	// Default 4: a batch is a shard's part of one poll (tens of thousands
@@ -170,6 +171,16 @@ func New(cfg Config, p Policy, out chan<- *Kept, m *Metrics, clock Clock) *Sampl
 		s.shards[i] = newShard(s)
 	}
 	return s
+}
+
+// DecisionClock is the clock traces are decided by: InputClock, or the wall
+// clock without one. Policies that measure time take it (WithClock), so a
+// backlog and the same traffic live get the same decisions.
+func (s *Sampler) DecisionClock() Clock {
+	if s.cfg.InputClock != nil {
+		return s.cfg.InputClock
+	}
+	return s.clock
 }
 
 // SetPolicy swaps the policy used for traces decided from now on. Safe to
