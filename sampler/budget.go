@@ -274,7 +274,7 @@ func (b *Budget) Decide(t *Trace) Verdict {
 	class := classify(t, v.Reason)
 	keyHash := stratumHash(t, class)
 	u := budgetDraw(&t.ID)
-	now := b.clock.Now().UnixNano()
+	now := t.decisionTime(b.clock)
 
 	b.mu.Lock()
 	b.advance(now)

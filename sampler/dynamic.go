@@ -225,7 +225,7 @@ const reasonDynamic = "dynamic"
 
 // Decide implements Policy.
 func (p *DynamicPolicy) Decide(t *Trace) Verdict {
-	if now := p.clock.Now().UnixNano(); now >= p.next.Load() {
+	if now := t.decisionTime(p.clock); now >= p.next.Load() {
 		p.roll(now)
 	}
 	bp := p.keyBufs.Get().(*[]byte)

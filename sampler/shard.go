@@ -399,6 +399,17 @@ func (sh *shard) setAside(b *buffered) {
 	sh.s.putAside(b.id, spans)
 }
 
+// completeAt is when b became complete by the completion clock, now at the
+// latest: a trace whose root has arrived completes a quiet period after its
+// last span, any trace at the maximum wait after its first.
+func (sh *shard) completeAt(b *buffered, now int64) int64 {
+	due := b.first + int64(sh.cfg.MaxWait)
+	if b.root >= 0 {
+		due = min(due, b.last+int64(sh.cfg.QuietPeriod))
+	}
+	return min(now, due)
+}
+
 // release removes b's bytes and spans from the buffer accounting.
 func (sh *shard) release(b *buffered) {
 	sh.bytes -= b.bytes
@@ -421,6 +432,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 	sh.release(b)
 	sh.scratch = sh.spansOf(b, sh.scratch[:0])
 	t := sh.trace(b, sh.scratch)
+	t.Complete = time.Unix(0, sh.completeAt(b, now.UnixNano()))
 	defer func() {
 		clear(sh.scratch)
 		sh.tr = Trace{}
