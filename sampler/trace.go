@@ -29,6 +29,10 @@ type Trace struct {
 	hasError bool
 	minStart int64
 	maxEnd   int64
+	// shard decides the trace, of shards (0 of 0 outside a sampler):
+	// each shard's decision times run in order, but not in step with
+	// the other shards'.
+	shard, shards int32
 }
 
 func (t *Trace) reset(id TraceID, now time.Time) {
