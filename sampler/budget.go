@@ -126,9 +126,9 @@ type Budget struct {
 	mu        sync.Mutex
 	rate      float64 // this node's cost per second
 	tokens    float64
-	lastFill  int64 // ns
-	tickStart int64 // ns, start of the current interval
-	tickEnd   int64 // ns, when the next adjustment is due
+	fills     [maxFillShards]int64 // ns, the time each shard last refilled the bucket to
+	tickStart int64                // ns, start of the current interval
+	tickEnd   int64                // ns, when the next adjustment is due
 	started   bool
 	offered   [numClasses]float64 // cost offered this interval
 	offeredN  [numClasses]float64 // traces offered this interval
@@ -164,8 +164,13 @@ type BudgetStats struct {
 	Probability [numClasses]float64
 }
 
-// NewBudget wraps inner with a cost cap. The cap starts with this node
-// holding the whole budget; call SetShare when the cluster's size is known.
+// NewBudget wraps inner with a cost cap reading time from clock (nil: the
+// wall clock). The cap starts with this node holding the whole budget; call
+// SetShare when the cluster's size is known.
+//
+// A node passes the sampler's completion clock, record time: the rate is
+// then per second of the traffic, so a backlog read at ten times real time
+// keeps what the same traffic would have kept live, rather than a tenth.
 func NewBudget(cfg BudgetConfig, inner Policy, clock Clock) (*Budget, error) {
 	var errs []string
 	if (cfg.SpansPerSecond > 0) == (cfg.BytesPerSecond > 0) {
@@ -269,10 +274,10 @@ func (b *Budget) Decide(t *Trace) Verdict {
 	class := classify(t, v.Reason)
 	keyHash := stratumHash(t, class)
 	u := budgetDraw(&t.ID)
-	now := b.clock.Now().UnixNano()
+	now := t.decisionTime(b.clock)
 
 	b.mu.Lock()
-	b.advance(now)
+	b.advance(now, t)
 	b.offered[class] += cost
 	b.offeredN[class]++
 	b.stats.Offered[class]++
@@ -387,23 +392,41 @@ func (b *Budget) floor(class int, now int64) float64 {
 // rarely binds.
 const utilisation = 0.98
 
-// advance refills the bucket up to now and, at the end of each interval,
-// recomputes the keep probabilities. Called with b.mu held.
-func (b *Budget) advance(now int64) {
+// maxFillShards bounds the shards refilling the bucket separately; shards
+// past it share a slot.
+const maxFillShards = 256
+
+// advance refills the bucket up to now, as far as t's shard is concerned,
+// and, at the end of each interval, recomputes the keep probabilities.
+// Called with b.mu held.
+//
+// Each shard refills its share of the rate, up to its own decision time:
+// the shards of a node decide a backlog each in time order but not in step,
+// one may be seconds of record time ahead of another, and a bucket refilled
+// to the leader's time would overflow while the laggards find it empty.
+// The shards divide the traces by a hash of their ID, so each offers its
+// share of the load.
+func (b *Budget) advance(now int64, t *Trace) {
+	slot, shards := 0, 1
+	if t.shards > 0 {
+		slot, shards = int(t.shard)%maxFillShards, min(int(t.shards), maxFillShards)
+	}
 	if !b.started {
 		b.started = true
 		b.rate = b.cluster / float64(b.nodes.Load())
 		b.tokens = b.rate * b.burst
-		b.lastFill = now
+		for i := range b.fills {
+			b.fills[i] = now
+		}
 		// The first adjustment comes early: until then nothing is
 		// known of the load, every class has probability 1, and only
 		// the bucket holds the cap.
 		b.tickStart, b.tickEnd = now, now+int64(b.warmup)
 		return
 	}
-	if now > b.lastFill {
-		b.tokens = min(b.tokens+b.rate*float64(now-b.lastFill)/1e9, b.rate*b.burst)
-		b.lastFill = now
+	if last := b.fills[slot]; now > last {
+		b.tokens = min(b.tokens+b.rate/float64(shards)*float64(now-last)/1e9, b.rate*b.burst)
+		b.fills[slot] = now
 	}
 	if now < b.tickEnd && !b.shifted(now) {
 		return

@@ -88,6 +88,7 @@ func budgetRun(t *testing.T, b *Budget, clk *fakeClock, w *budgetWorld, secs, tr
 			for i := 3; i < 16; i++ {
 				tr.ID[i] = byte(rng.Uint32())
 			}
+			tr.Complete = clk.Now()
 			res.offeredTraces[kind]++
 			res.offeredByKey[w.keys[ti]]++
 			if kind == 2 {
@@ -177,6 +178,20 @@ func TestBudgetHoldsCapAndStaysUnbiased(t *testing.T) {
 			t.Errorf("service %s: SUM(sample_rate) = %.0f for %.0f traces (%.1f%%)", svc, estSvc[svc], n, dev*100)
 		}
 	}
+}
+
+// TestBudgetRunsOnCompletionTime decides 60 seconds of traffic while the
+// budget's own clock stands still, as a backlog read faster than real time
+// is: the cap must hold per second of the traces' completion time, the
+// clock the sampler decides by, not per second of reading.
+func TestBudgetRunsOnCompletionTime(t *testing.T) {
+	const budget = 2000.0
+	b, err := NewBudget(BudgetConfig{SpansPerSecond: budget}, testChain(t), newFakeClock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := budgetRun(t, b, newFakeClock(), newBudgetWorld(), 60, 1500, func(int) float64 { return 0.05 }, 0.05, 3)
+	checkWindows(t, res.keptPerSec, budget, 0)
 }
 
 func TestBudgetErrorBurst(t *testing.T) {

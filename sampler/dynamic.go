@@ -64,7 +64,7 @@ type DynamicPolicy struct {
 	clock        Clock
 
 	targetThreshold uint64
-	next            atomic.Int64 // Unix ns of the next roll
+	next            atomic.Int64 // Unix ns of the next roll; 0 until the first decision
 	rollMu          sync.Mutex   // one roll at a time
 	stripes         [dynStripes]dynStripe
 	keyBufs         sync.Pool
@@ -174,7 +174,8 @@ func appendKey(dst []byte, t *Trace, fields []keyField) []byte {
 }
 
 // NewDynamic returns a DynamicPolicy reading time from clock (nil: the wall
-// clock).
+// clock). A node passes the sampler's completion clock (record time), so
+// intervals are intervals of the traffic, however fast it is read.
 func NewDynamic(cfg DynamicConfig, clock Clock) (*DynamicPolicy, error) {
 	fields, err := parseKeyFields(cfg.Key)
 	if err != nil {
@@ -214,7 +215,6 @@ func NewDynamic(cfg DynamicConfig, clock Clock) (*DynamicPolicy, error) {
 		p.stripes[i].keys = make(map[uint64]*dynKey)
 	}
 	p.keyBufs.New = func() any { b := make([]byte, 0, 256); return &b }
-	p.next.Store(clock.Now().Add(cfg.Interval).UnixNano())
 	return p, nil
 }
 
@@ -225,7 +225,7 @@ const reasonDynamic = "dynamic"
 
 // Decide implements Policy.
 func (p *DynamicPolicy) Decide(t *Trace) Verdict {
-	if now := p.clock.Now().UnixNano(); now >= p.next.Load() {
+	if now := t.decisionTime(p.clock); now >= p.next.Load() {
 		p.roll(now)
 	}
 	bp := p.keyBufs.Get().(*[]byte)
@@ -266,10 +266,16 @@ func (p *DynamicPolicy) roll(now int64) {
 		return // another shard is rolling
 	}
 	defer p.rollMu.Unlock()
-	if now < p.next.Load() {
+	next := p.next.Load()
+	if now < next {
 		return
 	}
 	p.next.Store(now + int64(p.interval))
+	if next == 0 {
+		// The first decision starts the first interval: its clock may be
+		// record time, unknown until a record has been read.
+		return
+	}
 
 	var counts []float64
 	for i := range p.stripes {

@@ -35,9 +35,22 @@ func TestDynamicKeyFields(t *testing.T) {
 // after the first interval the rare key is kept whole, the frequent one
 // hardest, the overall keep share is near the target, and SUM(sample_rate)
 // estimates every key's count.
+// TestDynamicAdapts runs two minutes of traffic with the policy's clock
+// advancing, and again with it standing still while the traces carry their
+// completion time (Trace.Complete), as a sampler gives them when a backlog
+// is read faster than real time: the intervals must pass either way.
 func TestDynamicAdapts(t *testing.T) {
+	t.Run("clock", func(t *testing.T) { dynamicAdapts(t, false) })
+	t.Run("completion time", func(t *testing.T) { dynamicAdapts(t, true) })
+}
+
+func dynamicAdapts(t *testing.T, byCompletion bool) {
 	clk := newFakeClock()
-	p, err := NewDynamic(DynamicConfig{Key: []string{"service"}, TargetRate: 0.05, Interval: 10 * time.Second}, clk)
+	var pclk Clock = clk
+	if byCompletion {
+		pclk = newFakeClock()
+	}
+	p, err := NewDynamic(DynamicConfig{Key: []string{"service"}, TargetRate: 0.05, Interval: 10 * time.Second}, pclk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +67,9 @@ func TestDynamicAdapts(t *testing.T) {
 			for range n {
 				tr := traces[svc]
 				tr.ID = idWithRandomness(rng.Uint64N(maxRandomness))
+				if byCompletion {
+					tr.Complete = clk.Now()
+				}
 				v := p.Decide(tr)
 				if sec < 10 {
 					continue // first interval: no rates yet

@@ -32,7 +32,8 @@ type ParseOption func(*parseOpts)
 type parseOpts struct{ clock Clock }
 
 // WithClock sets the clock of the dynamic policy and the budget (default:
-// the wall clock).
+// the wall clock). Pass the sampler's DecisionClock, so that completion, the
+// dynamic policy's intervals and the cost cap's rate all run on one clock.
 func WithClock(c Clock) ParseOption { return func(o *parseOpts) { o.clock = c } }
 
 // ParsePolicies builds the policy described by a YAML document:

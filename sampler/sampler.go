@@ -53,7 +53,8 @@ type Config struct {
 	// is quiet when InputClock says so. The router's watermarks make this
 	// the slowest partition's progress, so a partition read late, or not
 	// at all for a while, holds decisions back instead of splitting
-	// traces. Nil means the wall clock.
+	// traces. Nil means the wall clock. The policies that measure time
+	// must read the same clock (see DecisionClock).
 	InputClock Clock
 	// QueueBatches is the depth, in batches, of each shard's input queue.
 	// Default 4: a batch is a shard's part of one poll (tens of thousands
@@ -167,9 +168,19 @@ func New(cfg Config, p Policy, out chan<- *Kept, m *Metrics, clock Clock) *Sampl
 	s.SetPolicy(p)
 	s.shards = make([]*shard, cfg.Shards)
 	for i := range s.shards {
-		s.shards[i] = newShard(s)
+		s.shards[i] = newShard(s, i)
 	}
 	return s
+}
+
+// DecisionClock is the clock traces are decided by: InputClock, or the wall
+// clock without one. Policies that measure time take it (WithClock), so a
+// backlog and the same traffic live get the same decisions.
+func (s *Sampler) DecisionClock() Clock {
+	if s.cfg.InputClock != nil {
+		return s.cfg.InputClock
+	}
+	return s.clock
 }
 
 // SetPolicy swaps the policy used for traces decided from now on. Safe to
@@ -413,21 +424,20 @@ func (sh *shard) loop(ctx context.Context, clock Clock) {
 	take := func(batch []Item) {
 		now := clock.Now()
 		sh.wall = now
-		// A span whose record time is behind the completion clock (spans
-		// routed again after a peer failed, handed over after a ring
-		// change, re-read after a crash) arrives now, not in the past:
-		// otherwise its trace would be decided at once on the first piece
-		// to come back, and the piece holding the error would follow
-		// that decision.
-		var floor time.Time
-		if input != nil {
-			floor = input.Now()
-		}
+		// A span whose record time is behind the completion clock as
+		// this shard last decided by it (spans routed again after a peer
+		// failed, handed over after a ring change, re-read after a crash)
+		// arrives then, not in the past: otherwise its trace would be
+		// decided at once on the first piece to come back, and the piece
+		// holding the error would follow that decision. Spans merely
+		// queued here while the watermark moved past them keep their
+		// record time: a backlog read faster than real time is then
+		// decided as it would have been live (Trace.Complete).
 		for i := range batch {
 			sh.readAhead(batch, i)
 			at := now
 			if src := batch[i].Span.Src; input != nil && src != nil && src.TS != 0 {
-				at = time.Unix(0, max(src.TS, floor.UnixNano()))
+				at = time.Unix(0, max(src.TS, sh.expiredAt))
 			}
 			sh.add(ctx, &batch[i], at)
 		}

@@ -57,6 +57,7 @@ func (sh *shard) trace(b *buffered, spans []Span) *Trace {
 	sh.tr = Trace{
 		ID: b.id, Spans: spans, FirstSeen: time.Unix(0, b.first), LastSeen: time.Unix(0, b.last), Bytes: int(b.bytes),
 		root: b.root, hasError: b.hasError, minStart: b.minStart, maxEnd: b.maxEnd,
+		shard: sh.idx, shards: int32(sh.cfg.Shards),
 	}
 	return &sh.tr
 }
@@ -64,6 +65,7 @@ func (sh *shard) trace(b *buffered, spans []Span) *Trace {
 // shard owns a part of the trace ID space: its trace table, completion
 // queues and decision cache belong to its goroutine alone.
 type shard struct {
+	idx    int32 // index among the sampler's shards
 	cfg    *Config
 	s      *Sampler
 	traces traceTable
@@ -94,6 +96,9 @@ type shard struct {
 	// DecidedAt; the now passed around is the completion clock (input time
 	// when an InputClock is configured).
 	wall time.Time
+	// expiredAt is the completion clock's time of the last expire, Unix
+	// ns: spans arriving behind it arrive at it (see loop).
+	expiredAt int64
 
 	arena   spanArena
 	scopes  ptrTable[Scope]   // scopes of buffered spans
@@ -202,8 +207,9 @@ func addCount(c prometheus.Counter, n *uint64) {
 	}
 }
 
-func newShard(s *Sampler) *shard {
+func newShard(s *Sampler, idx int) *shard {
 	return &shard{
+		idx:   int32(idx),
 		cfg:   &s.cfg,
 		s:     s,
 		cache: newDecisionCache(s.cfg.DecisionCacheSize / s.cfg.Shards),
@@ -316,6 +322,7 @@ func (sh *shard) oldest() *buffered {
 // expire decides every trace that is complete at now, and flushes late spans.
 func (sh *shard) expire(ctx context.Context, now time.Time) {
 	at := now.UnixNano()
+	sh.expiredAt = max(sh.expiredAt, at)
 	for len(sh.quiet) > 0 && sh.quiet[0].due <= at {
 		// Up to decideBatch complete traces at a time: their spans are
 		// read in one interleaved pass first (loadSpans), then decided.
@@ -399,6 +406,17 @@ func (sh *shard) setAside(b *buffered) {
 	sh.s.putAside(b.id, spans)
 }
 
+// completeAt is when b became complete by the completion clock, now at the
+// latest: a trace whose root has arrived completes a quiet period after its
+// last span, any trace at the maximum wait after its first.
+func (sh *shard) completeAt(b *buffered, now int64) int64 {
+	due := b.first + int64(sh.cfg.MaxWait)
+	if b.root >= 0 {
+		due = min(due, b.last+int64(sh.cfg.QuietPeriod))
+	}
+	return min(now, due)
+}
+
 // release removes b's bytes and spans from the buffer accounting.
 func (sh *shard) release(b *buffered) {
 	sh.bytes -= b.bytes
@@ -421,6 +439,7 @@ func (sh *shard) decide(ctx context.Context, b *buffered, now time.Time, cause s
 	sh.release(b)
 	sh.scratch = sh.spansOf(b, sh.scratch[:0])
 	t := sh.trace(b, sh.scratch)
+	t.Complete = time.Unix(0, sh.completeAt(b, now.UnixNano()))
 	defer func() {
 		clear(sh.scratch)
 		sh.tr = Trace{}

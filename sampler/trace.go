@@ -14,12 +14,25 @@ type Trace struct {
 
 	FirstSeen time.Time // when the node buffered the first span
 	LastSeen  time.Time // when the node buffered the latest span
-	Bytes     int       // encoded bytes of Spans
+	// Complete is when the trace became complete by the completion clock
+	// (its last span a quiet period old, or its first the maximum wait),
+	// or when it was decided if that came first. With record time as the
+	// clock it is when the trace is decided live, however fast a backlog
+	// is read: policies that measure time (the dynamic policy, the cost
+	// cap) read it, so a backlog is decided as the same traffic live.
+	// Zero for traces not decided by a sampler: policies then read their
+	// clock.
+	Complete time.Time
+	Bytes    int // encoded bytes of Spans
 
 	root     int32 // index of the first root span in Spans, -1 when none
 	hasError bool
 	minStart int64
 	maxEnd   int64
+	// shard decides the trace, of shards (0 of 0 outside a sampler):
+	// each shard's decision times run in order, but not in step with
+	// the other shards'.
+	shard, shards int32
 }
 
 func (t *Trace) reset(id TraceID, now time.Time) {
@@ -97,4 +110,13 @@ func (t *Trace) RootName() string {
 		return ""
 	}
 	return string(si.Name)
+}
+
+// decisionTime is t.Complete in Unix nanoseconds, or clock's time when
+// the trace carries none.
+func (t *Trace) decisionTime(clock Clock) int64 {
+	if !t.Complete.IsZero() {
+		return t.Complete.UnixNano()
+	}
+	return clock.Now().UnixNano()
 }

@@ -119,7 +119,7 @@ func (n *node) watchPolicy(ctx context.Context, file string, load func() (Config
 			cfg, err := load()
 			var pol sampler.Policy
 			if err == nil {
-				pol, err = buildPolicy(cfg)
+				pol, err = buildPolicy(cfg, n.sampler.DecisionClock())
 			}
 			if err != nil {
 				n.m.reloads.WithLabelValues("rejected").Inc()
@@ -283,7 +283,7 @@ func validateConfig(cfg Config) (*parts, error) {
 		},
 	}
 	errs = append(errs, p.archive.Validate())
-	p.policy, err = buildPolicy(cfg)
+	p.policy, err = buildPolicy(cfg, wm)
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, oneLine(err)
@@ -394,8 +394,9 @@ func newNode(cfg Config, logOut io.Writer, opts ...nodeOption) (*node, error) {
 
 // buildPolicy returns the configured policy (policies, head_sampling and
 // budget), or the default: every error, every trace slower than 2s, 5% of
-// the rest.
-func buildPolicy(cfg Config) (sampler.Policy, error) {
+// the rest. The dynamic policy and the budget measure time by clock, the
+// sampler's completion clock: record time.
+func buildPolicy(cfg Config, clock sampler.Clock) (sampler.Policy, error) {
 	doc := &yaml.Node{Kind: yaml.MappingNode}
 	for _, sec := range []struct {
 		key  string
@@ -408,7 +409,7 @@ func buildPolicy(cfg Config) (sampler.Policy, error) {
 	if len(doc.Content) == 0 {
 		return sampler.DefaultPolicy(), nil
 	}
-	return sampler.ParsePolicyNode(doc)
+	return sampler.ParsePolicyNode(doc, sampler.WithClock(clock))
 }
 
 func (n *node) routes() http.Handler {
