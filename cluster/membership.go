@@ -92,7 +92,8 @@ type Membership struct {
 	onChange func(map[string]string)
 
 	mu      sync.RWMutex
-	members map[string]string // node ID → forward address; written by memberlist's event callbacks
+	members map[string]string             // node ID → forward address; written by memberlist's event callbacks
+	gossip  map[string]memberlist.Address // node ID → gossip address, copied in those callbacks
 
 	changed  chan struct{} // capacity 1: a pending change, coalescing bursts
 	stop     chan struct{}
@@ -137,6 +138,7 @@ func JoinContext(ctx context.Context, cfg Config, onChange func(members map[stri
 		log:      lg,
 		onChange: onChange,
 		members:  make(map[string]string),
+		gossip:   make(map[string]memberlist.Address),
 		changed:  make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -262,14 +264,23 @@ func (m *Membership) notify() {
 // packet each; memberlist's limit is about 1,400 bytes). It suits small,
 // periodic state such as watermarks, where a lost packet is replaced by
 // the next.
+//
+// The addresses come from the copies the event callbacks keep: the nodes
+// memberlist.Members returns are its own records, which its gossip
+// goroutines update without a lock the caller could take.
 func (m *Membership) Broadcast(msg []byte) {
 	self := m.ml.LocalNode().Name
-	for _, n := range m.ml.Members() {
-		if n.Name == self {
-			continue
+	m.mu.RLock()
+	to := make([]memberlist.Address, 0, len(m.gossip))
+	for name, a := range m.gossip {
+		if name != self {
+			to = append(to, a)
 		}
-		if err := m.ml.SendBestEffort(n, msg); err != nil {
-			m.log.Debug("gossip message not sent", "to", n.Name, "err", err)
+	}
+	m.mu.RUnlock()
+	for _, a := range to {
+		if err := m.ml.SendToAddress(a, msg); err != nil {
+			m.log.Debug("gossip message not sent", "to", a.Name, "err", err)
 		}
 	}
 }
@@ -340,6 +351,7 @@ func (e *events) NotifyUpdate(n *memberlist.Node) { e.set(n) }
 func (e *events) NotifyLeave(n *memberlist.Node) {
 	e.mu.Lock()
 	delete(e.members, n.Name)
+	delete(e.gossip, n.Name)
 	e.mu.Unlock()
 	e.signal()
 }
@@ -352,10 +364,12 @@ func (e *events) set(n *memberlist.Node) {
 			"node", n.Name, "addr", n.Address())
 		e.mu.Lock()
 		delete(e.members, n.Name)
+		e.gossip[n.Name] = n.FullAddress()
 		e.mu.Unlock()
 	} else {
 		e.mu.Lock()
 		e.members[n.Name] = string(n.Meta[1:])
+		e.gossip[n.Name] = n.FullAddress()
 		e.mu.Unlock()
 	}
 	e.signal()

@@ -39,7 +39,7 @@ type clusterNode struct {
 	wm  *router.Watermarks
 	rc  *router.Receiver
 	tr  *cluster.Transport
-	ms  *cluster.Membership
+	ms  atomic.Pointer[cluster.Membership] // set once joined; read by the gossip loops that start before
 	cfg cluster.Config
 
 	mu    sync.Mutex // serializes Route.Add and Resend: the Route's buffers have one user at a time
@@ -182,8 +182,8 @@ func readClusterKey(file string) ([]byte, error) {
 // routes by (its leave is being handed over), as it was last known. A
 // leaving node still serves until its archive drained.
 func (cn *clusterNode) resolve(n string) (string, bool) {
-	if cn.ms != nil {
-		if a, ok := cn.ms.ForwardAddr(n); ok {
+	if ms := cn.ms.Load(); ms != nil {
+		if a, ok := ms.ForwardAddr(n); ok {
 			return a, true
 		}
 	}
@@ -222,7 +222,7 @@ func (cn *clusterNode) join(ctx, handCtx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cn.ms = ms
+	cn.ms.Store(ms)
 	cn.log.Info("joined the cluster", "gossip_addr", ms.GossipAddr(), "members", len(ms.Members()))
 	return nil
 }
@@ -398,8 +398,8 @@ func (cn *clusterNode) run(ctx context.Context, g *errgroup.Group) {
 				cn.log.Warn("re-routing failed", "err", err)
 			}
 			cn.sendDecisions(ctx)
-			if cn.ms != nil {
-				cn.ms.Broadcast(cn.watermarkReport())
+			if ms := cn.ms.Load(); ms != nil {
+				ms.Broadcast(cn.watermarkReport())
 			}
 		}
 	})
@@ -424,14 +424,14 @@ func (cn *clusterNode) reroute(ctx context.Context) error {
 // stop routing to it, and its buffered traces go to their new owners.
 // It waits, at most until ctx ends, for the owners to settle them.
 func (cn *clusterNode) leave(ctx context.Context) {
-	if cn.ms == nil {
+	if cn.ms.Load() == nil {
 		return
 	}
 	cn.mu.Lock()
 	cn.leaving = true
 	cn.mu.Unlock()
 	var others []string
-	for n := range cn.ms.Members() {
+	for n := range cn.ms.Load().Members() {
 		if n != cn.id {
 			others = append(others, n)
 		}
@@ -440,7 +440,7 @@ func (cn *clusterNode) leave(ctx context.Context) {
 	// that moment the traces buffered here belong to them, so this node
 	// decides nothing more: what comes due is set aside for them.
 	if len(others) == 0 {
-		if err := cn.ms.Leave(leaveTimeout(ctx)); err != nil {
+		if err := cn.ms.Load().Leave(leaveTimeout(ctx)); err != nil {
 			cn.log.Warn("leaving gossip", "err", err)
 		}
 		return // the last node: decide here, as a single node does
@@ -451,7 +451,7 @@ func (cn *clusterNode) leave(ctx context.Context) {
 	// leave, it holds every partition where the watermark is now, so no
 	// new owner decides a trace before the pieces buffered here reach it.
 	cn.leaveHold.Store(cn.wm.Now().UnixNano())
-	cn.ms.Broadcast(cn.watermarkReport())
+	cn.ms.Load().Broadcast(cn.watermarkReport())
 	ring := cluster.NewRing(cn.id, others) // a node not in the ring owns nothing
 	cn.ring.Store(ring)
 	cn.route.SetRing(ring)
@@ -459,7 +459,7 @@ func (cn *clusterNode) leave(ctx context.Context) {
 	// Handed over before the peers drop this node (and its hold): what
 	// they get before their ring changes, they set aside, holding the
 	// watermark themselves, and keep once it has.
-	if err := cn.ms.Leave(leaveTimeout(ctx)); err != nil {
+	if err := cn.ms.Load().Leave(leaveTimeout(ctx)); err != nil {
 		// The peers learn it from failure detection instead, seconds
 		// later; until then they route here and this node passes on.
 		cn.log.Warn("leaving gossip", "err", err)
@@ -503,8 +503,8 @@ func (cn *clusterNode) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	cn.rc.AckSettled(ctx, cn.tr.Ack)
 	cancel()
-	if cn.ms != nil {
-		cn.ms.Shutdown()
+	if ms := cn.ms.Load(); ms != nil {
+		ms.Shutdown()
 	}
 	cn.tr.Close()
 }
@@ -601,10 +601,10 @@ func decodeSealRequest(b []byte) (node string, ok bool) {
 func (cn *clusterNode) askSeal() {
 	now := time.Now().UnixNano()
 	last := cn.sealAsk.Load()
-	if cn.ms == nil || now-last < int64(sealAskInterval) || !cn.sealAsk.CompareAndSwap(last, now) {
+	if cn.ms.Load() == nil || now-last < int64(sealAskInterval) || !cn.sealAsk.CompareAndSwap(last, now) {
 		return
 	}
-	cn.ms.Broadcast(encodeSealRequest(cn.id))
+	cn.ms.Load().Broadcast(encodeSealRequest(cn.id))
 }
 
 // sealAskInterval spaces seal requests: each one closes every peer's open
