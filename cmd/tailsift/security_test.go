@@ -220,15 +220,6 @@ func TestKafkaWrongCredentials(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- n.run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	readyz := func() (int, string) {
-		resp, err := http.Get("http://" + n.httpLn.Addr().String() + "/readyz")
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
 
 	// 15 seconds of rejected logins.
 	var code int
@@ -239,7 +230,7 @@ func TestKafkaWrongCredentials(t *testing.T) {
 			t.Fatalf("the node exited on rejected credentials (%v); it should keep retrying\n%s", err, logs.String())
 		default:
 		}
-		if code, body = readyz(); code == http.StatusOK {
+		if code, body = readyz(t, n); code == http.StatusOK {
 			t.Fatalf("/readyz is 200 with rejected credentials")
 		}
 	}
@@ -279,7 +270,7 @@ func TestKafkaWrongCredentials(t *testing.T) {
 	if err := os.WriteFile(cfg.Kafka.SASL.PasswordFile, []byte("correct horse\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, func() bool { code, _ := readyz(); return code == http.StatusOK })
+	waitFor(t, 60*time.Second, func() bool { code, _ := readyz(t, n); return code == http.StatusOK })
 }
 
 // archivedSpansByTrace counts the archived spans of each trace with DuckDB.
